@@ -1,0 +1,128 @@
+//! The command line: one file per command group, each with its clap `Args` and a `run` returning the exit code.
+//!
+//! This is the only layer (with `main.rs`) that uses `anyhow`; library modules return typed errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod convert;
+pub mod model;
+pub mod ops;
+pub mod preprocess;
+pub mod serve;
+pub mod weights;
+
+/// ldae: latent diffusion autoencoders beside a hospital's PACS.
+///
+/// DICOM dropped in a folder becomes a 3-D volume, is registered to the MNI template, encoded by the LDAE model
+/// and stored; missing timepoints of a patient can be synthesised. Every stage is also a command of its own.
+#[derive(Debug, Parser)]
+#[command(name = "ldae", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "LDAE_CONFIG", default_value = "config/ldae.toml")]
+    pub config: PathBuf,
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `ldae=debug`.
+    #[arg(long, global = true, env = "LDAE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines (for journald / log shippers).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert DICOM files or folders into NIfTI volumes (+ JSON sidecars), one per series.
+    Convert(convert::ConvertArgs),
+    /// Encode a model-input NIfTI into LDAE codes (y_sem, x_T, latent).
+    Encode(model::EncodeArgs),
+    /// Decode LDAE codes back into a volume (DDIM sampling + autoencoder decode).
+    Decode(model::DecodeArgs),
+    /// Synthesise a volume between two scans (lerp y_sem, slerp x_T).
+    Interpolate(model::InterpolateArgs),
+    /// Move a scan along a semantic direction (e.g. a linear probe's weight row).
+    Manipulate(model::ManipulateArgs),
+    /// Install, convert and verify model weights.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
+    /// Register a volume to the template (rigid, then affine).
+    Register(preprocess::RegisterArgs),
+    /// Register, mask and produce the model's exact input.
+    Preprocess(preprocess::PreprocessArgs),
+    /// Map a template-space volume back onto a subject's native grid.
+    Unwarp(preprocess::UnwarpArgs),
+    /// Run the daemon: watch the drop folders and process every series.
+    Serve(serve::ServeArgs),
+    /// Mark a pending series complete now, without waiting for its quiet period.
+    Commit(ops::CommitArgs),
+    /// Queues, last errors and throughput.
+    Status(ops::StatusArgs),
+    /// List, retry or cancel jobs.
+    #[command(subcommand)]
+    Jobs(ops::JobsCommand),
+    /// List, requeue or purge quarantined files.
+    #[command(subcommand)]
+    Quarantine(ops::QuarantineCommand),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ops::ConfigCommand),
+}
+
+/// Set up logging to stderr.
+fn init_logging(filter: &str, json: bool) {
+    let env =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(env).with_writer(std::io::stderr).with_target(false);
+    let _ = if json { builder.json().try_init() } else { builder.compact().try_init() };
+}
+
+/// Parse the command line, run the command, turn errors into one line on stderr and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format_error(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One line: the error and its causes joined by ": ".
+pub fn format_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Dispatch a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.clone();
+    match cli.command {
+        Command::Convert(a) => convert::run(a, &config),
+        Command::Encode(a) => model::encode(a),
+        Command::Decode(a) => model::decode(a),
+        Command::Interpolate(a) => model::interpolate(a),
+        Command::Manipulate(a) => model::manipulate(a),
+        Command::Weights(c) => weights::run(c),
+        Command::Register(a) => preprocess::register(a, &config),
+        Command::Preprocess(a) => preprocess::preprocess(a, &config),
+        Command::Unwarp(a) => preprocess::unwarp(a),
+        Command::Serve(a) => serve::run(a, &config),
+        Command::Commit(a) => ops::commit(a, &config),
+        Command::Status(a) => ops::status(a, &config),
+        Command::Jobs(c) => ops::jobs(c, &config),
+        Command::Quarantine(c) => ops::quarantine(c, &config),
+        Command::Config(c) => ops::config(c, &config),
+    }
+}

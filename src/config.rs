@@ -1,0 +1,307 @@
+//! The typed configuration (`config/ldae.toml`): one struct per section, unknown keys rejected, every value
+//! checked, and every error naming the key path (`stability.quiet_secs: must be > 0`).
+//!
+//! Relative paths in the file are resolved against the directory the process runs in (the README's commands run
+//! from the repository root, so `./var/...` lands in the checkout). Each section has a `Default` equal to the
+//! shipped `config/ldae.toml`, so a missing section means "the defaults".
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A parse or type error; `key` is the dotted key path (`model.device`).
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub paths: PathsConfig,
+    pub intake: IntakeConfig,
+    pub stability: StabilityConfig,
+    pub convert: ConvertConfig,
+    pub preprocess: PreprocessConfig,
+    pub model: ModelSection,
+    pub jobs: JobsConfig,
+    pub hooks: HooksConfig,
+}
+
+/// Where things live on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Drop folders watched for incoming DICOM.
+    pub incoming: Vec<PathBuf>,
+    /// SQLite database and other state.
+    pub state: PathBuf,
+    /// Unusable files, in `quarantine/<reason>/` with a JSON sidecar.
+    pub quarantine: PathBuf,
+    /// Processed instances when `intake.after_commit = "archive"`.
+    pub archive: PathBuf,
+    /// Volumes, model inputs, codes and synthetic scans.
+    pub outputs: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            incoming: vec![PathBuf::from("var/incoming")],
+            state: PathBuf::from("var/state"),
+            quarantine: PathBuf::from("var/quarantine"),
+            archive: PathBuf::from("var/archive"),
+            outputs: PathBuf::from("var/outputs"),
+        }
+    }
+}
+
+/// What to do with an instance file once its series is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCommit {
+    Archive,
+    Keep,
+    Delete,
+}
+
+/// How files are noticed and accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// Poll instead of inotify (network shares: NFS, SMB).
+    pub poll: bool,
+    /// Full rescan period in seconds (catches what inotify misses).
+    pub rescan_secs: u64,
+    /// A file is complete once its size and mtime have not changed for this long.
+    pub settle_secs: f64,
+    /// Pause intake when the state disk has less free space than this (MiB).
+    pub min_free_mib: u64,
+    pub after_commit: AfterCommit,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            poll: false,
+            rescan_secs: 30,
+            settle_secs: 2.0,
+            min_free_mib: 1024,
+            after_commit: AfterCommit::Archive,
+        }
+    }
+}
+
+/// When a series counts as complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StabilityConfig {
+    /// Quiet period after the last new instance, in seconds.
+    pub quiet_secs: f64,
+}
+
+impl Default for StabilityConfig {
+    fn default() -> Self {
+        StabilityConfig { quiet_secs: 60.0 }
+    }
+}
+
+/// DICOM → volume conversion rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvertConfig {
+    /// Relative tolerance on slice spacing before a series counts as non-uniform.
+    pub spacing_tolerance: f64,
+    /// Fill uniform-spacing gaps (missing slices) by interpolation instead of rejecting; marked in the sidecar.
+    pub resample_gaps: bool,
+    /// Minimum number of slices for a 3-D volume.
+    pub min_slices: usize,
+}
+
+impl Default for ConvertConfig {
+    fn default() -> Self {
+        ConvertConfig { spacing_tolerance: 0.01, resample_gaps: false, min_slices: 3 }
+    }
+}
+
+/// Registration and model-input preparation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    /// T1 template (MNI space). Default: the shipped MNI ICBM152 2009a.
+    pub template: PathBuf,
+    /// Brain mask in the template's grid.
+    pub template_mask: PathBuf,
+    /// Coarsest-to-finest shrink factors of the registration pyramid.
+    pub pyramid: Vec<u32>,
+    /// Optimiser iterations per pyramid level.
+    pub iterations: u32,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        PreprocessConfig {
+            template: PathBuf::from("weights/templates/mni_icbm152_t1_2009a.nii.gz"),
+            template_mask: PathBuf::from("weights/templates/mni_icbm152_brain_mask_2009a.nii.gz"),
+            pyramid: vec![4, 2, 1],
+            iterations: 100,
+        }
+    }
+}
+
+/// Which compute device runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// The model the daemon encodes with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Model directory (config.json + weights). Empty: the daemon converts and registers but does not encode.
+    pub dir: PathBuf,
+    pub device: DeviceKind,
+    /// DDIM steps for inversion and sampling.
+    pub steps: usize,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { dir: PathBuf::from("weights/demo"), device: DeviceKind::Cpu, steps: 10 }
+    }
+}
+
+/// The persistent job queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Attempts before a job goes to the dead-letter state.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `backoff_max_secs`.
+    pub backoff_secs: f64,
+    pub backoff_max_secs: f64,
+    /// Worker threads for CPU stages (0 = number of cores).
+    pub cpu_workers: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { max_attempts: 5, backoff_secs: 5.0, backoff_max_secs: 600.0, cpu_workers: 0 }
+    }
+}
+
+/// Event hooks: executables called with a JSON event on stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    pub commands: Vec<PathBuf>,
+    pub timeout_secs: f64,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig { commands: Vec::new(), timeout_secs: 30.0 }
+    }
+}
+
+impl Config {
+    /// Parse and validate TOML text; `path` is used in errors.
+    pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "(syntax)".into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid { path: path.to_path_buf(), key, message: e.into_inner().message().to_string() }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(path, &text)
+    }
+
+    /// Check values that types alone cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid { path: path.to_path_buf(), key: key.into(), message: message.into() })
+        };
+        if self.paths.incoming.is_empty() {
+            return bad("paths.incoming", "at least one drop folder is needed");
+        }
+        if !(self.stability.quiet_secs > 0.0 && self.stability.quiet_secs.is_finite()) {
+            return bad("stability.quiet_secs", "must be a positive number of seconds");
+        }
+        if !(self.intake.settle_secs >= 0.0 && self.intake.settle_secs.is_finite()) {
+            return bad("intake.settle_secs", "must be ≥ 0");
+        }
+        if self.intake.rescan_secs == 0 {
+            return bad("intake.rescan_secs", "must be > 0");
+        }
+        if !(self.convert.spacing_tolerance > 0.0 && self.convert.spacing_tolerance < 0.5) {
+            return bad("convert.spacing_tolerance", "must be in (0, 0.5)");
+        }
+        if self.convert.min_slices < 1 {
+            return bad("convert.min_slices", "must be ≥ 1");
+        }
+        if self.preprocess.pyramid.is_empty() || self.preprocess.pyramid.contains(&0) {
+            return bad("preprocess.pyramid", "must be a non-empty list of shrink factors ≥ 1");
+        }
+        if self.preprocess.iterations == 0 {
+            return bad("preprocess.iterations", "must be > 0");
+        }
+        if self.model.steps == 0 || self.model.steps > 1000 {
+            return bad("model.steps", "must be in 1..=1000");
+        }
+        if self.jobs.max_attempts == 0 {
+            return bad("jobs.max_attempts", "must be ≥ 1");
+        }
+        if !(self.jobs.backoff_secs > 0.0 && self.jobs.backoff_max_secs >= self.jobs.backoff_secs) {
+            return bad("jobs.backoff_secs", "must be > 0 and ≤ jobs.backoff_max_secs");
+        }
+        if self.hooks.timeout_secs.is_nan() || self.hooks.timeout_secs <= 0.0 {
+            return bad("hooks.timeout_secs", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid_and_equals_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ldae.toml");
+        let cfg = Config::load(&p).expect("shipped config loads");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = Config::from_toml_str(Path::new("c.toml"), "[stability]\nquiet_sec = 3\n").unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("quiet_sec"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_its_path() {
+        let e = Config::from_toml_str(Path::new("c.toml"), "[model]\ndevice = \"tpu\"\n").unwrap_err().to_string();
+        assert!(e.contains("model.device"), "{e}");
+        let e = Config::from_toml_str(Path::new("c.toml"), "[stability]\nquiet_secs = -1\n").unwrap_err().to_string();
+        assert!(e.contains("stability.quiet_secs"), "{e}");
+    }
+}

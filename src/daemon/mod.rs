@@ -1,0 +1,1 @@
+//! The daemon: watch, intake, stability, persistent jobs, stages, quarantine, hooks, systemd notifications.

@@ -1,0 +1,6 @@
+//! The LDAE model (Lozupone et al., 2025), ported from shared SPEC.md: AutoencoderKL (3-D), semantic encoder
+//! (ConvNeXt over axial slices + attention pooling), ShiftUNet denoiser, DDIM sampling/inversion,
+//! interpolation and manipulation; weights loading (`.pth` and safetensors); 3-D ops on CPU and CUDA.
+
+pub mod config;
+pub mod ops;

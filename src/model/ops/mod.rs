@@ -1,0 +1,2 @@
+//! Tensor operations candle lacks (conv3d, 3-D nearest upsampling, pooling, fast depthwise conv2d), on CPU and
+//! under the `cuda` feature.

@@ -7,11 +7,12 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
+use super::jobs::{enqueue, NewJob};
 use super::{audit, now, path_text, Store, StoreError};
 
 /// The header facts intake needs from one DICOM file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InstanceHeader {
+pub struct InstanceFacts {
     pub sop_uid: String,
     pub series_uid: String,
     pub study_uid: String,
@@ -99,15 +100,13 @@ impl Store {
             "SELECT {QUARANTINE_COLS} FROM quarantine WHERE original_path = ?1 AND size = ?2 AND mtime_ns = ?3 \
              AND state = 'held' ORDER BY id DESC LIMIT 1"
         );
-        Ok(conn
-            .query_row(&sql, params![path_text(path), size as i64, mtime_ns], QuarantineRow::from_row)
-            .optional()?)
+        Ok(conn.query_row(&sql, params![path_text(path), size as i64, mtime_ns], QuarantineRow::from_row).optional()?)
     }
 
     /// Record an arrived file as an instance: patient, study and series are created on first sight; the series'
     /// quiet-period clock restarts. A series past `receiving` is reopened (late arrival). A known SOP UID is
     /// reported as a duplicate and nothing is written.
-    pub fn record_instance(&self, f: &ArrivedFile, h: &InstanceHeader) -> Result<Recorded, StoreError> {
+    pub fn record_instance(&self, f: &ArrivedFile, h: &InstanceFacts) -> Result<Recorded, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let existing: Option<(i64, String, String)> = tx
@@ -123,7 +122,8 @@ impl Store {
             "INSERT INTO patients (patient_id, created_at) VALUES (?1, ?2) ON CONFLICT (patient_id) DO NOTHING",
             params![h.patient_id, t],
         )?;
-        let patient: i64 = tx.query_row("SELECT id FROM patients WHERE patient_id = ?1", [&h.patient_id], |r| r.get(0))?;
+        let patient: i64 =
+            tx.query_row("SELECT id FROM patients WHERE patient_id = ?1", [&h.patient_id], |r| r.get(0))?;
         tx.execute(
             "INSERT INTO studies (study_uid, patient_ref, study_date, created_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (study_uid) DO NOTHING",
@@ -170,7 +170,8 @@ impl Store {
     }
 
     /// Record that `f` goes to quarantine at `target` (the caller then moves it there). When the file duplicates
-    /// a stored instance, `duplicate_of = Some((instance_id, sop_uid, identical))` also writes a duplicates row.
+    /// a stored instance, `duplicate_of = Some((instance_id, sop_uid, identical))` also writes a duplicates row;
+    /// `jobs` (hook calls) are enqueued in the same transaction.
     pub fn record_quarantine(
         &self,
         f: &ArrivedFile,
@@ -178,6 +179,7 @@ impl Store {
         reason: &str,
         detail: &str,
         duplicate_of: Option<(i64, &str, bool)>,
+        jobs: &[NewJob],
     ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -195,6 +197,9 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![sop_uid, instance_id, qid, f.sha256, identical, t],
             )?;
+        }
+        for job in jobs {
+            enqueue(&tx, job)?;
         }
         audit(
             &tx,
@@ -218,9 +223,13 @@ impl Store {
     /// One quarantine row by id.
     pub fn quarantine_get(&self, id: i64) -> Result<QuarantineRow, StoreError> {
         let conn = self.lock();
-        conn.query_row(&format!("SELECT {QUARANTINE_COLS} FROM quarantine WHERE id = ?1"), [id], QuarantineRow::from_row)
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("quarantine entry {id} does not exist")))
+        conn.query_row(
+            &format!("SELECT {QUARANTINE_COLS} FROM quarantine WHERE id = ?1"),
+            [id],
+            QuarantineRow::from_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("quarantine entry {id} does not exist")))
     }
 
     /// Mark a held entry requeued (moved back to `new_path`) or purged (deleted); `state` is `requeued|purged`.
@@ -232,7 +241,9 @@ impl Store {
             params![id, state, now(), new_path.map(path_text)],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!("quarantine entry {id} is not held (already requeued or purged)")));
+            return Err(StoreError::Conflict(format!(
+                "quarantine entry {id} is not held (already requeued or purged)"
+            )));
         }
         audit(&tx, &format!("quarantine_{state}"), &id.to_string(), &serde_json::json!({ "path": new_path }))?;
         tx.commit()?;

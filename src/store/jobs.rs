@@ -165,8 +165,7 @@ impl Store {
         );
         let mut values: Vec<rusqlite::types::Value> = vec![t.into()];
         values.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.to_string())));
-        let id: Option<i64> =
-            tx.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0)).optional()?;
+        let id: Option<i64> = tx.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0)).optional()?;
         let job = match id {
             Some(id) => Some(tx.query_row(
                 &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
@@ -317,8 +316,7 @@ impl Store {
 
 /// The error for a job id that either does not exist or is in the wrong state.
 fn job_missing_or(tx: &Transaction<'_>, id: i64, what: &str) -> Result<StoreError, StoreError> {
-    let state: Option<String> =
-        tx.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let state: Option<String> = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
     Ok(match state {
         None => StoreError::NotFound(format!("job {id} does not exist")),
         Some(s) => StoreError::Conflict(format!("job {id} is {s}: {what}")),

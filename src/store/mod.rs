@@ -23,7 +23,7 @@ mod results;
 mod series;
 mod status;
 
-pub use intake::{ArrivedFile, InstanceHeader, QuarantineRow, Recorded};
+pub use intake::{ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};

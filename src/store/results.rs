@@ -101,7 +101,13 @@ impl Store {
         )?;
         let rows = st
             .query_map([series_uid], |r| {
-                Ok(VolumeRow { id: r.get(0)?, series_uid: r.get(1)?, file_stem: r.get(2)?, path: r.get(3)?, sha256: r.get(4)? })
+                Ok(VolumeRow {
+                    id: r.get(0)?,
+                    series_uid: r.get(1)?,
+                    file_stem: r.get(2)?,
+                    path: r.get(3)?,
+                    sha256: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)

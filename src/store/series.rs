@@ -90,7 +90,8 @@ impl Store {
             }
         }
         let content_key = hex::encode(hasher.finalize());
-        let ready = ReadySeries { id: series_id, series_uid, content_key, instance_count, trigger: trigger.to_string() };
+        let ready =
+            ReadySeries { id: series_id, series_uid, content_key, instance_count, trigger: trigger.to_string() };
         tx.execute(
             "UPDATE series SET state = 'ready', ready_at = ?2, content_key = ?3, commit_requested = 0, note = NULL \
              WHERE id = ?1",
@@ -114,9 +115,8 @@ impl Store {
     pub fn request_commit(&self, series_uid: &str) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM series WHERE series_uid = ?1", [series_uid], |r| r.get(0))
-            .optional()?;
+        let state: Option<String> =
+            tx.query_row("SELECT state FROM series WHERE series_uid = ?1", [series_uid], |r| r.get(0)).optional()?;
         match state.as_deref() {
             None => return Err(StoreError::NotFound(format!("series {series_uid}: not in the store"))),
             Some("receiving") => {}

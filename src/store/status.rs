@@ -66,7 +66,8 @@ impl Store {
             conn.query_row("SELECT COUNT(*) FROM series WHERE finished_at >= ?1", [hour_ago], |r| r.get(0))?;
         let mut st = conn.prepare("SELECT state, COUNT(*) FROM series GROUP BY state ORDER BY state")?;
         let series_by_state = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-        let mut st = conn.prepare("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")?;
+        let mut st =
+            conn.prepare("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")?;
         let jobs = st
             .query_map([], |r| Ok(JobCount { kind: r.get(0)?, state: r.get(1)?, count: r.get(2)? }))?
             .collect::<Result<Vec<_>, _>>()?;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use super::*;
 
-fn header(sop: &str, series: &str) -> InstanceHeader {
-    InstanceHeader {
+fn header(sop: &str, series: &str) -> InstanceFacts {
+    InstanceFacts {
         sop_uid: sop.into(),
         series_uid: series.into(),
         study_uid: "1.2.3".into(),
@@ -66,7 +66,14 @@ fn instances_duplicates_and_known_files() {
         panic!("expected a duplicate")
     };
     assert!(!identical);
-    let q = s.record_quarantine(&other, &PathBuf::from("/q/x"), "duplicate", "same SOP", Some((instance_id, "1", false)));
+    let q = s.record_quarantine(
+        &other,
+        &PathBuf::from("/q/x"),
+        "duplicate",
+        "same SOP",
+        Some((instance_id, "1", false)),
+        &[],
+    );
     assert!(q.is_ok());
     let st = s.status(10).unwrap();
     assert_eq!((st.instances, st.duplicates, st.quarantined), (1, 1, 1));

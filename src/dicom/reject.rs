@@ -134,6 +134,8 @@ impl Rejection {
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.subject, self.reason)
+        // One line whatever the file name holds: control characters (newlines, escapes) become `?`.
+        let clean = |s: String| s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>();
+        write!(f, "{}: {}", clean(self.subject.clone()), clean(self.reason.to_string()))
     }
 }

@@ -24,6 +24,8 @@ pub struct SeriesSummary {
     pub state: String,
     pub instances: i64,
     pub expected: Option<i64>,
+    /// Volumes, registrations and embeddings of the series' current content (its instances when it was
+    /// last committed); outputs of earlier content, before a late instance arrived, are not counted.
     pub volumes: i64,
     pub registrations: i64,
     pub embeddings: i64,
@@ -73,10 +75,11 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let mut st = conn.prepare(
             "SELECT s.series_uid, p.patient_id, s.modality, s.state, s.instance_count, s.expected_count, \
-               (SELECT COUNT(*) FROM volumes v WHERE v.series_ref = s.id), \
-               (SELECT COUNT(*) FROM registrations r JOIN volumes v ON v.id = r.volume_ref WHERE v.series_ref = s.id), \
+               (SELECT COUNT(*) FROM volumes v WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
+               (SELECT COUNT(*) FROM registrations r JOIN volumes v ON v.id = r.volume_ref \
+                  WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
                (SELECT COUNT(*) FROM embeddings e JOIN registrations r ON r.id = e.registration_ref \
-                  JOIN volumes v ON v.id = r.volume_ref WHERE v.series_ref = s.id), \
+                  JOIN volumes v ON v.id = r.volume_ref WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
                s.note, s.last_instance_at, s.finished_at \
              FROM series s JOIN studies st ON st.id = s.study_ref JOIN patients p ON p.id = st.patient_ref \
              ORDER BY s.last_instance_at DESC LIMIT ?1",

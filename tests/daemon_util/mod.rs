@@ -26,25 +26,46 @@ pub fn axial_files() -> Vec<PathBuf> {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// A private copy of the binary (a rebuild of target/debug/ldae during the test cannot swap it).
+    pub bin: PathBuf,
+    quiet_secs: f64,
+    settle_secs: f64,
+    extra: String,
 }
 
 impl Env {
     /// Folders under a temp dir; `extra` is appended to the TOML (e.g. a `[hooks]` section).
     pub fn new(quiet_secs: f64, settle_secs: f64, extra: &str) -> Env {
+        Env::with_intake(quiet_secs, settle_secs, "min_free_mib = 1", extra)
+    }
+
+    /// Like [`Env::new`], with extra `[intake]` keys (`intake` must set `min_free_mib`).
+    pub fn with_intake(quiet_secs: f64, settle_secs: f64, intake: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("ldae.toml");
+        std::fs::create_dir_all(dir.path().join("incoming")).expect("incoming");
+        let bin = dir.path().join("ldae");
+        std::fs::copy(BIN, &bin).expect("copy the ldae binary");
+        let env = Env { dir, config, bin, quiet_secs, settle_secs, extra: extra.to_string() };
+        env.write_config(intake);
+        env
+    }
+
+    /// (Re)write the config file with these `[intake]` keys.
+    pub fn write_config(&self, intake: &str) {
         let text = format!(
             "[paths]\nincoming = [\"{d}/incoming\"]\nstate = \"{d}/state\"\nquarantine = \"{d}/quarantine\"\n\
              archive = \"{d}/archive\"\noutputs = \"{d}/outputs\"\n\
-             [intake]\nsettle_secs = {settle_secs}\nrescan_secs = 2\nmin_free_mib = 1\n\
-             [stability]\nquiet_secs = {quiet_secs}\n\
+             [intake]\nsettle_secs = {settle}\nrescan_secs = 2\n{intake}\n\
+             [stability]\nquiet_secs = {quiet}\n\
              [model]\ndir = \"{d}/no-model\"\n\
              [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n{extra}",
-            d = dir.path().display()
+            d = self.dir.path().display(),
+            settle = self.settle_secs,
+            quiet = self.quiet_secs,
+            extra = self.extra,
         );
-        std::fs::write(&config, text).expect("write config");
-        std::fs::create_dir_all(dir.path().join("incoming")).expect("incoming");
-        Env { dir, config }
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -53,18 +74,35 @@ impl Env {
 
     /// Start `ldae serve`; its log goes to `serve-<n>.log`.
     pub fn start(&self, n: usize) -> Child {
+        self.start_with(n, &[])
+    }
+
+    /// Start `ldae serve` with extra environment variables.
+    pub fn start_with(&self, n: usize, envs: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.path(&format!("serve-{n}.log"))).expect("log file");
-        Command::new(BIN)
-            .args(["--config", self.config.to_str().expect("utf-8"), "--log", "info", "serve"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ldae serve")
+        let mut tries = 0;
+        loop {
+            let spawned = Command::new(&self.bin)
+                .args(["--config", self.config.to_str().expect("utf-8"), "--log", "info", "serve"])
+                .envs(envs.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().expect("log fd"))
+                .spawn();
+            match spawned {
+                Ok(c) => return c,
+                // ETXTBSY: another thread's fork briefly held the fresh copy open for writing.
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("start {}: {e}", self.bin.display()),
+            }
+        }
     }
 
     /// Run `ldae <args>` with this config; (exit code, stdout, stderr).
     pub fn ldae(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(&self.bin)
             .args(["--config", self.config.to_str().expect("utf-8")])
             .args(args)
             .output()
@@ -112,6 +150,12 @@ pub fn wait_for<T>(secs: f64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Send a signal to a child.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
 }
 
 /// SIGTERM, then wait (at most `secs`) for a clean exit; returns the exit code.

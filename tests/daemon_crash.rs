@@ -29,10 +29,10 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
 
     // Interleaved arrival: slice 0 of every series, then slice 1, ... with some local shuffling.
     let mut items: Vec<(PathBuf, Vec<u8>, bool)> = Vec::new();
-    for i in 0..PER_SERIES {
+    for (i, slice) in src.iter().take(PER_SERIES).enumerate() {
         for tag in 0..SERIES {
             let dst = env.path(&format!("incoming/sender{}/series{tag:02}/IM{i:04}.dcm", tag % 3));
-            items.push((dst, rewrite_uids(&src[i], tag, i), rng.random_range(0..5) == 0));
+            items.push((dst, rewrite_uids(slice, tag, i), rng.random_range(0..5) == 0));
         }
     }
     for k in 0..items.len() {

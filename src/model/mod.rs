@@ -2,5 +2,10 @@
 //! (ConvNeXt over axial slices + attention pooling), ShiftUNet denoiser, DDIM sampling/inversion,
 //! interpolation and manipulation; weights loading (`.pth` and safetensors); 3-D ops on CPU and CUDA.
 
+pub mod autoencoder;
 pub mod config;
+pub mod ddim;
+pub mod error;
+pub mod interp;
 pub mod ops;
+pub mod unet;

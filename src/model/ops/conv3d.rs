@@ -275,6 +275,7 @@ mod tests {
     use candle_core::Device;
 
     /// Direct 7-loop reference.
+    #[allow(clippy::needless_range_loop)]
     fn naive(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Vec<f32> {
         let (n, ci, d, h, wd) = x.dims5().unwrap();
         let (co, _, kd, kh, kw) = w.dims5().unwrap();

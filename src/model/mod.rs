@@ -3,4 +3,9 @@
 //! interpolation and manipulation; weights loading (`.pth` and safetensors); 3-D ops on CPU and CUDA.
 
 pub mod config;
+pub mod convnext;
+pub mod keyset;
 pub mod ops;
+pub mod pickle;
+pub mod semantic;
+pub mod weights;

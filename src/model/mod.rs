@@ -4,8 +4,13 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod convnext;
 pub mod ddim;
 pub mod error;
 pub mod interp;
+pub mod keyset;
 pub mod ops;
+pub mod pickle;
+pub mod semantic;
 pub mod unet;
+pub mod weights;

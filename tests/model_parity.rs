@@ -259,3 +259,54 @@ fn interpolation_and_manipulation_match_reference() {
         );
     }
 }
+
+#[test]
+fn full_model_encode_decode_interpolate_manipulate_match_reference() {
+    use ldae::model::ldae::{no_progress, Ldae};
+    for f in Fixture::all() {
+        let n = |k: &str| format!("{}: {k}", f.name);
+        let model = Ldae::load(&f.dir, &Device::Cpu, DType::F32).expect("load fixture model dir");
+        let steps = steps_of(&f);
+        let inputs = f.tensors("inputs.safetensors");
+        let sem = f.tensors("semantic.safetensors");
+        let ddim = f.tensors("ddim.safetensors");
+        let aekl = f.tensors("aekl.safetensors");
+        let a = model.encode(get(&inputs, "volume_a"), steps, &no_progress).expect("encode a");
+        close(&n("codes.y_sem"), &a.y_sem, get(&sem, "y_sem_a"), FWD);
+        close(&n("codes.latent_mu"), &a.latent_mu, get(&aekl, "z_mu_a"), FWD);
+        close(&n("codes.latent_logvar"), &a.latent_logvar, get(&aekl, "z_log_var_a"), FWD);
+        close(&n("codes.x_t"), &a.x_t, get(&ddim, "x_T"), TRAJ);
+        // Each later stage starts from the reference's own codes, so that it is checked on its own: chaining our
+        // codes through inversion and sampling amplifies float32 rounding (the x0 clamp is active in these
+        // fixtures; 1/sqrt(1/abar'-1) = 100 at j = 0), which the chained check below bounds separately.
+        let recon = model.decode(get(&ddim, "y_sem"), get(&ddim, "x_T"), steps, &no_progress).expect("decode");
+        close(&n("recon_ldae"), &recon, get(&ddim, "recon_ldae"), TRAJ);
+        let gen = model.decode(get(&ddim, "y_sem"), get(&ddim, "random_x_T"), steps, &no_progress).unwrap();
+        let want_gen = model.decode_latent(get(&ddim, "random_z0")).unwrap();
+        close(&n("decode(random_x_T)"), &gen, &want_gen, TRAJ);
+        let chained = model.decode(&a.y_sem, &a.x_t, steps, &no_progress).expect("decode own codes");
+        close(&n("recon_ldae from own codes (chained)"), &chained, get(&ddim, "recon_ldae"), 2e-2);
+
+        let b = model.encode(get(&inputs, "volume_b"), steps, &no_progress).expect("encode b");
+        let it = f.tensors("interp.safetensors");
+        close(&n("x_T_b"), &b.x_t, get(&it, "x_T_b"), TRAJ);
+        close(&n("y_sem_b"), &b.y_sem, get(&it, "y_sem_b"), FWD);
+        let alpha = get(&it, "alpha").to_vec1::<f32>().unwrap()[0];
+        let ra = (get(&it, "y_sem_a"), get(&it, "x_T_a"));
+        let rb = (get(&it, "y_sem_b"), get(&it, "x_T_b"));
+        let v = model.interpolate(ra, rb, alpha, steps, &no_progress).unwrap();
+        close(&n("recon_interp"), &v, get(&it, "recon_interp"), TRAJ);
+
+        let m = f.tensors("manip.safetensors");
+        let scale = get(&m, "scale").to_vec1::<f32>().unwrap()[0];
+        let (mean, std, dir) = (get(&m, "semantic_mean"), get(&m, "semantic_std"), get(&m, "direction"));
+        let v = model.manipulate(get(&m, "y_sem"), get(&m, "x_T"), mean, std, dir, scale, steps, &no_progress).unwrap();
+        close(&n("recon_manip"), &v, get(&m, "recon_manip"), TRAJ);
+
+        // Wrong shapes are errors, not panics.
+        let bad = Tensor::zeros((1, 1, 4, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = model.encode(&bad, steps, &no_progress).unwrap_err().to_string();
+        assert!(e.contains("model input shape"), "{e}");
+        assert!(model.decode(&a.x_t, &a.y_sem, steps, &no_progress).is_err());
+    }
+}

@@ -9,6 +9,7 @@ pub mod ddim;
 pub mod error;
 pub mod interp;
 pub mod keyset;
+pub mod ldae;
 pub mod ops;
 pub mod pickle;
 pub mod semantic;

@@ -6,7 +6,6 @@
 //! (tests/data/model/make_pth.py).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -14,81 +13,8 @@ use ldae::model::config::ModelConfig;
 use ldae::model::semantic::SemanticEncoder;
 use ldae::model::weights::{open_weights, read_tensors, WeightsFile};
 
-/// One tensor entry: key, storage key, offset, size, stride.
-struct Entry<'a> {
-    key: &'a str,
-    storage: &'a str,
-    offset: usize,
-    size: Vec<usize>,
-    stride: Vec<usize>,
-}
-
-fn unicode(out: &mut Vec<u8>, s: &str) {
-    out.push(b'X');
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn int(out: &mut Vec<u8>, v: usize) {
-    out.push(b'J');
-    out.extend_from_slice(&(v as i32).to_le_bytes());
-}
-
-/// A torch-style protocol-2 pickle of an OrderedDict; a storage seen before is fetched from the memo
-/// (as pickle does for a shared object). `globals_override` replaces the rebuild function's global.
-fn state_dict_pickle(entries: &[Entry], numel: &BTreeMap<&str, usize>, rebuild: &str) -> Vec<u8> {
-    let mut p = vec![0x80, 2];
-    p.extend_from_slice(b"ccollections\nOrderedDict\n)R(");
-    let mut memo: BTreeMap<&str, u8> = BTreeMap::new();
-    let mut next = 0u8;
-    for e in entries {
-        unicode(&mut p, e.key);
-        p.push(b'c');
-        p.extend_from_slice(rebuild.as_bytes());
-        p.push(b'(');
-        if let Some(&m) = memo.get(e.storage) {
-            p.extend_from_slice(&[b'h', m]);
-        } else {
-            p.push(b'(');
-            unicode(&mut p, "storage");
-            p.extend_from_slice(b"ctorch\nFloatStorage\n");
-            unicode(&mut p, e.storage);
-            unicode(&mut p, "cpu");
-            int(&mut p, numel[e.storage]);
-            p.extend_from_slice(b"tQ");
-            p.extend_from_slice(&[b'q', next]);
-            memo.insert(e.storage, next);
-            next += 1;
-        }
-        int(&mut p, e.offset);
-        p.push(b'(');
-        e.size.iter().for_each(|&s| int(&mut p, s));
-        p.extend_from_slice(b"t(");
-        e.stride.iter().for_each(|&s| int(&mut p, s));
-        p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
-    }
-    p.extend_from_slice(b"u.");
-    p
-}
-
-/// Write a torch zip: pickle + little-endian f32 storages.
-fn write_pth(path: &Path, pickle: &[u8], storages: &BTreeMap<&str, Vec<f32>>) {
-    let f = std::fs::File::create(path).expect("create");
-    let mut z = zip::ZipWriter::new(f);
-    let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    z.start_file("archive/data.pkl", opt).expect("pkl");
-    z.write_all(pickle).expect("write");
-    z.start_file("archive/byteorder", opt).expect("bo");
-    z.write_all(b"little").expect("write");
-    for (k, v) in storages {
-        z.start_file(format!("archive/data/{k}"), opt).expect("storage");
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        z.write_all(&bytes).expect("write");
-    }
-    z.start_file("archive/version", opt).expect("version");
-    z.write_all(b"3\n").expect("write");
-    z.finish().expect("finish");
-}
+mod pth_support;
+use pth_support::{state_dict_pickle, write_encoder_pth, write_pth, Entry, REBUILD};
 
 fn shared() -> Option<PathBuf> {
     let p = std::env::var_os("LDAE_SHARED")
@@ -96,8 +22,6 @@ fn shared() -> Option<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     p.join("ldae/fixtures").is_dir().then_some(p)
 }
-
-const REBUILD: &str = "torch._utils\n_rebuild_tensor_v2\n";
 
 fn small_pth(dir: &Path, rebuild: &str) -> PathBuf {
     let storages = BTreeMap::from([("0", (0..6).map(|i| i as f32).collect::<Vec<_>>()), ("1", vec![7.0, 8.0])]);
@@ -199,38 +123,9 @@ fn published_encoder_layout_loads_and_keys_are_checked() {
     let fx = shared.join("ldae/fixtures/tiny-a");
     let dev = Device::Cpu;
     let st = candle_core::safetensors::load(fx.join("encoder.safetensors"), &dev).expect("fixture");
-    let twin = "slice_distributed.module.backbone.";
-    let mut storages: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    let mut plan: Vec<(String, String, Vec<usize>)> = Vec::new();
-    for (k, t) in &st {
-        if k.starts_with(twin) {
-            continue;
-        }
-        let sk = storages.len().to_string();
-        storages.insert(sk.clone(), values(t));
-        plan.push((k.clone(), sk.clone(), t.dims().to_vec()));
-        if let Some(rest) = k.strip_prefix("backbone.backbone.") {
-            plan.push((format!("{twin}{rest}"), sk, t.dims().to_vec()));
-        }
-    }
-    let write = |dir: &Path, plan: &[(String, String, Vec<usize>)]| {
-        std::fs::copy(fx.join("config.json"), dir.join("config.json")).expect("config");
-        let entries: Vec<Entry> = plan
-            .iter()
-            .map(|(k, s, size)| {
-                let mut stride = vec![1usize; size.len()];
-                for i in (0..size.len().saturating_sub(1)).rev() {
-                    stride[i] = stride[i + 1] * size[i + 1];
-                }
-                Entry { key: k, storage: s, offset: 0, size: size.clone(), stride }
-            })
-            .collect();
-        let numel = storages.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
-        let st: BTreeMap<&str, Vec<f32>> = storages.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        write_pth(&dir.join("encoder.pth"), &state_dict_pickle(&entries, &numel, REBUILD), &st);
-    };
     let tmp = tempfile::tempdir().expect("tmp");
-    write(tmp.path(), &plan);
+    std::fs::copy(fx.join("config.json"), tmp.path().join("config.json")).expect("config");
+    write_encoder_pth(&tmp.path().join("encoder.pth"), &st, None, None);
     let cfg = ModelConfig::load(&tmp.path().join("config.json")).expect("cfg");
     let enc =
         SemanticEncoder::new(open_weights(tmp.path(), WeightsFile::Encoder, &dev).expect("open"), &cfg).expect("enc");
@@ -240,11 +135,10 @@ fn published_encoder_layout_loads_and_keys_are_checked() {
     let err: f32 = (y - &want["y_sem_a"]).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar()).expect("err");
     assert!(err < 1e-5, "y_sem from encoder.pth differs by {err}");
 
-    // Drop one key, add one, reshape none → one error naming both.
+    // Drop one key, add one → one error naming both.
     let bad = tempfile::tempdir().expect("tmp");
-    let mut plan2: Vec<_> = plan.iter().filter(|(k, _, _)| k != "query_projection.bias").cloned().collect();
-    plan2.push(("surprise.weight".into(), "0".into(), plan[0].2.clone()));
-    write(bad.path(), &plan2);
+    std::fs::copy(fx.join("config.json"), bad.path().join("config.json")).expect("config");
+    write_encoder_pth(&bad.path().join("encoder.pth"), &st, Some("query_projection.bias"), Some("surprise.weight"));
     let e = open_weights(bad.path(), WeightsFile::Encoder, &dev).err().expect("must fail").to_string();
     assert!(e.contains("encoder.pth") && e.contains("query_projection.bias") && e.contains("surprise.weight"), "{e}");
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convnext;
 pub mod keyset;
+pub mod manifest;
 pub mod ops;
 pub mod pickle;
 pub mod semantic;

@@ -12,8 +12,10 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use crate::model::autoencoder::AutoencoderKl;
 use crate::model::config::ModelConfig;
 use crate::model::semantic::SemanticEncoder;
+use crate::model::unet::ShiftUnet;
 
 /// Names and shapes, sorted by name.
 pub type KeySet = BTreeMap<String, Vec<usize>>;
@@ -100,7 +102,8 @@ pub fn expected_keys(cfg: &ModelConfig, file: WeightsFile) -> Result<Option<KeyS
     let vb = rec.var_builder();
     let built = match file {
         WeightsFile::Encoder => SemanticEncoder::new(vb, cfg).map(drop),
-        WeightsFile::Autoencoder | WeightsFile::Decoder => return Ok(None),
+        WeightsFile::Autoencoder => AutoencoderKl::new(vb, &cfg.vae_args).map(drop),
+        WeightsFile::Decoder => ShiftUnet::new(vb, &cfg.unet_args, cfg.latent_dim()).map(drop),
     };
     built.map_err(|source| KeySetError::Build { file, source })?;
     let mut keys = rec.keys();

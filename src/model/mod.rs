@@ -10,6 +10,7 @@ pub mod error;
 pub mod interp;
 pub mod keyset;
 pub mod ldae;
+pub mod manifest;
 pub mod ops;
 pub mod pickle;
 pub mod semantic;

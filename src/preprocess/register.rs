@@ -1,7 +1,8 @@
 //! Rigid then affine (12 DOF) registration of a moving volume (a native scan) to a fixed one (the template).
 //!
-//! - **Initialisation**: world coordinates already carry the scanner orientation (the affine), so the start is
-//!   the identity rotation plus the translation that puts the moving image's centre of mass on the fixed one's.
+//! - **Initialisation**: world coordinates already carry the scanner orientation (the affine); the start puts the
+//!   moving image's centre of mass on the fixed one's, and a coarse search over head orientations (pitch ±30°,
+//!   roll/yaw ±15°) at the coarsest level picks the best start for the rigid stage.
 //! - **Pyramid**: each level smooths and resamples both images to isotropic voxels (`levels_mm`, coarse → fine).
 //! - **Metric**: Mattes mutual information ([`super::metric`]) over fixed samples drawn (deterministically, with
 //!   sub-voxel jitter) inside the fixed mask (dilated by the pyramid's smoothing) — a head with skull registers to a
@@ -35,11 +36,19 @@ pub struct RegisterOptions {
     pub rigid_levels: usize,
     /// Most fixed samples per level.
     pub samples: usize,
+    /// Try a coarse set of start orientations (±30° pitch, ±15° roll and yaw) before the rigid stage.
+    pub search: bool,
 }
 
 impl Default for RegisterOptions {
     fn default() -> Self {
-        RegisterOptions { levels_mm: vec![8.0, 4.0, 2.0], iterations: 100, rigid_levels: 1, samples: 20_000 }
+        RegisterOptions {
+            levels_mm: vec![8.0, 4.0, 2.0],
+            iterations: 100,
+            rigid_levels: 2,
+            samples: 20_000,
+            search: true,
+        }
     }
 }
 
@@ -272,6 +281,50 @@ fn optimise(
     (last, iterations)
 }
 
+fn moving_of(data: &Array3<f32>, w2v: Affine, min: f64, max: f64) -> Result<Moving<'_>, PreprocessError> {
+    let sampler = Sampler::new(data).ok_or_else(|| invalid("registration", "moving volume layout"))?;
+    Ok(Moving { sampler, world_to_voxel: w2v, min, max })
+}
+
+/// Score a coarse set of start orientations (rotations about the fixed centre, centres of mass kept matched),
+/// refine the best few briefly, and return the best rigid parameters.
+fn orientation_search(
+    start: &[f64],
+    radius: f64,
+    fixed: &FixedSamples,
+    moving: &Moving,
+    level_mm: f64,
+    iterations: u32,
+) -> Vec<f64> {
+    let score = |u: &[f64]| {
+        let v = mattes_mi(&params_to_at(Model::Rigid, u, radius), fixed, moving, false);
+        v.mi * v.inside
+    };
+    let mut cands: Vec<(f64, Vec<f64>)> = Vec::new();
+    for ax in [-30.0f64, -15.0, 0.0, 15.0, 30.0] {
+        for ay in [-15.0f64, 0.0, 15.0] {
+            for az in [-15.0f64, 0.0, 15.0] {
+                let mut u = start.to_vec();
+                u[0] = ax.to_radians() * radius;
+                u[1] = ay.to_radians() * radius;
+                u[2] = az.to_radians() * radius;
+                cands.push((score(&u), u));
+            }
+        }
+    }
+    cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best = (f64::NEG_INFINITY, start.to_vec());
+    for (_, mut u) in cands.into_iter().take(4) {
+        optimise(Model::Rigid, &mut u, radius, fixed, moving, level_mm, iterations);
+        let v = score(&u);
+        debug!(score = v, angles = ?[u[0] / radius, u[1] / radius, u[2] / radius], "orientation candidate");
+        if v > best.0 {
+            best = (v, u);
+        }
+    }
+    best.1
+}
+
 /// Register `moving` (native) to `fixed` (template), comparing only inside `fixed_mask` when given.
 pub fn register_affine(
     moving: &Volume,
@@ -314,46 +367,53 @@ pub fn register_affine(
         levels[l] = Some((f.clone(), fm.clone(), m.clone()));
     }
 
-    let mut u_rigid = vec![0.0, 0.0, 0.0, com_m[0] - com_f[0], com_m[1] - com_f[1], com_m[2] - com_f[2]];
-    let mut u_aff: Option<Vec<f64>> = None;
-    let mut radius = 50.0;
-    let mut history = Vec::new();
-    let mut mi = f64::NAN;
-    for (li, level) in levels.iter().enumerate() {
+    // Per level: fixed samples and the moving image, prepared once for both stages.
+    let mut prepared: Vec<(f64, FixedSamples, Array3<f32>, Affine)> = Vec::new();
+    for (li, level) in levels.into_iter().enumerate() {
         let Some((f, fm, m)) = level else { continue };
         let s = opts.levels_mm[li];
-        let fixed_s = fixed_samples(f, fm.as_ref(), opts.samples, com_f)
+        let fixed_s = fixed_samples(&f, fm.as_ref(), opts.samples, com_f)
             .ok_or_else(|| invalid("registration", format!("too few template samples at {s} mm")))?;
-        if li == 0 {
-            let r2 = fixed_s.rel.iter().map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sum::<f64>();
-            radius = (r2 / fixed_s.rel.len() as f64).sqrt().max(1.0);
-        }
-        let mdata = m.data.as_standard_layout().to_owned();
-        let sampler = Sampler::new(&mdata).ok_or_else(|| invalid("registration", "moving volume layout"))?;
         let w2v = m.affine.inverse().ok_or_else(|| invalid("registration", "moving affine is singular"))?;
-        let moving_l = Moving { sampler, world_to_voxel: w2v, min: mmin, max: mmax };
-        if li < opts.rigid_levels && u_aff.is_none() {
-            let (v, it) = optimise(Model::Rigid, &mut u_rigid, radius, &fixed_s, &moving_l, s, opts.iterations);
-            debug!(level_mm = s, mi = v, iterations = it, "rigid");
-            history.push(it);
+        prepared.push((s, fixed_s, m.data.as_standard_layout().to_owned(), w2v));
+    }
+    let first = prepared.first().ok_or_else(|| invalid("registration", "no pyramid level"))?;
+    let r2 = first.1.rel.iter().map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sum::<f64>();
+    let radius = (r2 / first.1.rel.len() as f64).sqrt().max(1.0);
+    let mut history = Vec::new();
+
+    // Stage 1: rigid. Start from the centres of mass and, with `search`, the best of a coarse set of orientations.
+    let shift = [com_m[0] - com_f[0], com_m[1] - com_f[1], com_m[2] - com_f[2]];
+    let mut u_rigid = vec![0.0, 0.0, 0.0, shift[0], shift[1], shift[2]];
+    if opts.search {
+        let (s, fixed_s, data, w2v) = first;
+        let moving_l = moving_of(data, *w2v, mmin, mmax)?;
+        u_rigid = orientation_search(&u_rigid, radius, fixed_s, &moving_l, *s, opts.iterations.min(40));
+    }
+    for (s, fixed_s, data, w2v) in prepared.iter().take(opts.rigid_levels) {
+        let moving_l = moving_of(data, *w2v, mmin, mmax)?;
+        let (v, it) = optimise(Model::Rigid, &mut u_rigid, radius, fixed_s, &moving_l, *s, opts.iterations);
+        debug!(level_mm = s, mi = v, iterations = it, "rigid level done");
+        history.push(it);
+    }
+
+    // Stage 2: affine on every level.
+    let at = params_to_at(Model::Rigid, &u_rigid, radius);
+    let mut u = vec![0.0; 12];
+    for r in 0..3 {
+        for c in 0..3 {
+            u[r * 3 + c] = (at.0[r][c] - if r == c { 1.0 } else { 0.0 }) * radius;
         }
-        let u = u_aff.get_or_insert_with(|| {
-            let at = params_to_at(Model::Rigid, &u_rigid, radius);
-            let mut u = vec![0.0; 12];
-            for r in 0..3 {
-                for c in 0..3 {
-                    u[r * 3 + c] = (at.0[r][c] - if r == c { 1.0 } else { 0.0 }) * radius;
-                }
-                u[9 + r] = at.0[r][3];
-            }
-            u
-        });
-        let (v, it) = optimise(Model::Affine, u, radius, &fixed_s, &moving_l, s, opts.iterations);
+        u[9 + r] = at.0[r][3];
+    }
+    let mut mi = f64::NAN;
+    for (s, fixed_s, data, w2v) in &prepared {
+        let moving_l = moving_of(data, *w2v, mmin, mmax)?;
+        let (v, it) = optimise(Model::Affine, &mut u, radius, fixed_s, &moving_l, *s, opts.iterations);
         info!(level_mm = s, mi = v, iterations = it, samples = fixed_s.rel.len(), "affine level done");
         history.push(it);
         mi = v;
-        // Overlap check at the end of the level.
-        let inside = mattes_mi(&params_to_at(Model::Affine, u, radius), &fixed_s, &moving_l, false).inside;
+        let inside = mattes_mi(&params_to_at(Model::Affine, &u, radius), fixed_s, &moving_l, false).inside;
         if inside < 0.5 {
             return Err(PreprocessError::Registration(format!(
                 "only {:.0}% of the template's brain maps inside the scan at {s} mm",
@@ -361,7 +421,6 @@ pub fn register_affine(
             )));
         }
     }
-    let u = u_aff.ok_or_else(|| invalid("registration", "no pyramid level ran"))?;
     let at = params_to_at(Model::Affine, &u, radius);
     // q = A (p - c) + c + t  →  translation c + t - A c.
     let mut matrix = at;

@@ -1,0 +1,360 @@
+//! 3-D convolution (candle 0.11 has none): `[N,Ci,D,H,W] * [Co,Ci,kd,kh,kw] + b → [N,Co,Do,Ho,Wo]` with
+//! per-axis stride and separate before/after zero padding (the AEKL's Downsample pads only at the end).
+//!
+//! CPU: a candle `CustomOp3` that, for every output depth slice (in parallel with rayon), unfolds the needed
+//! input window into a `[Ci·kd·kh·kw, tile]` column matrix and multiplies it with the weight (which, contiguous,
+//! already is the `[Co, Ci·kd·kh·kw]` matrix) with the `gemm` crate, writing straight into the output with the
+//! bias as the accumulator's start value. Columns are tiled so the unfolded buffer stays small.
+//! Other devices (CUDA): depth-folded conv2d through candle's own kernels (one conv2d per depth tap).
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Geometry of a 3-D convolution: stride and zero padding per spatial axis (D, H, W).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dParams {
+    pub stride: [usize; 3],
+    pub pad_before: [usize; 3],
+    pub pad_after: [usize; 3],
+}
+
+impl Conv3dParams {
+    /// Stride 1, symmetric padding `p` (k3 p1 "same" convolution, or k1 p0).
+    pub fn same(p: usize) -> Self {
+        Conv3dParams { stride: [1; 3], pad_before: [p; 3], pad_after: [p; 3] }
+    }
+
+    /// Stride 2 after a zero pad of 1 at the end of every axis (monai-generative's Downsample).
+    pub fn down_end_pad() -> Self {
+        Conv3dParams { stride: [2; 3], pad_before: [0; 3], pad_after: [1; 3] }
+    }
+
+    fn out_len(&self, axis: usize, n: usize, k: usize) -> Result<usize> {
+        let padded = n + self.pad_before[axis] + self.pad_after[axis];
+        if padded < k {
+            candle_core::bail!("conv3d: axis {axis} of length {n} (padded {padded}) is shorter than the kernel {k}");
+        }
+        Ok((padded - k) / self.stride[axis] + 1)
+    }
+}
+
+/// `x [N,Ci,D,H,W]`, `w [Co,Ci,kd,kh,kw]`, `b [Co]`.
+pub fn conv3d(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Result<Tensor> {
+    let (_, ci, _, _, _) = x.dims5()?;
+    let (co, wci, _, _, _) = w.dims5()?;
+    if ci != wci {
+        candle_core::bail!("conv3d: input has {ci} channels, weight expects {wci}");
+    }
+    if b.dims1()? != co {
+        candle_core::bail!("conv3d: bias has {} entries for {co} output channels", b.dims1()?);
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
+        let b = b.contiguous()?;
+        x.apply_op3_no_bwd(&w, &b, &Conv3dCpu(p))
+    } else {
+        conv3d_folded(x, w, b, p)
+    }
+}
+
+/// conv3d as a sum over depth taps of conv2d with depth folded into the batch (any device, any dtype).
+pub fn conv3d_folded(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Result<Tensor> {
+    let (n, ci, d, h, wd) = x.dims5()?;
+    let (co, _, kd, kh, kw) = w.dims5()?;
+    let od = p.out_len(0, d, kd)?;
+    p.out_len(1, h, kh)?;
+    p.out_len(2, wd, kw)?;
+    // Pad D, H, W explicitly (conv2d's own padding is symmetric only).
+    let x = x.pad_with_zeros(2, p.pad_before[0], p.pad_after[0])?;
+    let x = x.pad_with_zeros(3, p.pad_before[1], p.pad_after[1])?;
+    let x = x.pad_with_zeros(4, p.pad_before[2], p.pad_after[2])?;
+    let (hp, wp) = (x.dim(3)?, x.dim(4)?);
+    // [N, D, Ci, H, W]
+    let xt = x.permute((0, 2, 1, 3, 4))?.contiguous()?;
+    let mut acc: Option<Tensor> = None;
+    for t in 0..kd {
+        // Depth positions t, t+s, ..., t+(od-1)s.
+        let idx: Vec<u32> = (0..od).map(|o| (t + o * p.stride[0]) as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        let win = xt.index_select(&idx, 1)?.reshape((n * od, ci, hp, wp))?;
+        let wt = w.narrow(2, t, 1)?.squeeze(2)?.contiguous()?;
+        let y = if p.stride[1] == p.stride[2] {
+            win.conv2d(&wt, 0, p.stride[1], 1, 1)?
+        } else {
+            candle_core::bail!("conv3d_folded: H and W strides must be equal");
+        };
+        acc = Some(match acc {
+            None => y,
+            Some(a) => (a + y)?,
+        });
+    }
+    let y = acc.ok_or_else(|| candle_core::Error::Msg("conv3d: empty kernel".into()))?;
+    let (_, _, oh, ow) = y.dims4()?;
+    let y = y.reshape((n, od, co, oh, ow))?.permute((0, 2, 1, 3, 4))?;
+    y.broadcast_add(&b.reshape((1, co, 1, 1, 1))?)?.contiguous()
+}
+
+struct Conv3dCpu(Conv3dParams);
+
+/// Unfolded-column budget per tile (floats).
+const COL_BUDGET: usize = 1 << 20;
+
+impl CustomOp3 for Conv3dCpu {
+    fn name(&self) -> &'static str {
+        "ldae-conv3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = self.0;
+        let (x, w, b) = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => (x, w, b),
+            _ => candle_core::bail!("ldae-conv3d: f32 only on CPU"),
+        };
+        let contiguous = |l: &Layout, s: &'static str| {
+            l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("ldae-conv3d: {s} not contiguous")))
+        };
+        let (xo, xe) = contiguous(l1, "input")?;
+        let (wo, we) = contiguous(l2, "weight")?;
+        let (bo, be) = contiguous(l3, "bias")?;
+        let (x, w, b) = (&x[xo..xe], &w[wo..we], &b[bo..be]);
+        let (n, ci, d, h, wd) = l1.shape().dims5()?;
+        let (co, _, kd, kh, kw) = l2.shape().dims5()?;
+        let (od, oh, ow) = (p.out_len(0, d, kd)?, p.out_len(1, h, kh)?, p.out_len(2, wd, kw)?);
+        let kdim = ci * kd * kh * kw;
+        let plane = oh * ow;
+        let vol_out = od * plane;
+        let mut out = vec![0f32; n * co * vol_out];
+        // Fill with bias (gemm accumulates onto it).
+        for (i, chunk) in out.chunks_mut(vol_out).enumerate() {
+            chunk.fill(b[i % co]);
+        }
+        // Rows of output per tile so that the column buffer stays under budget.
+        let rows_per_tile = (COL_BUDGET / (kdim * ow).max(1)).clamp(1, oh);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let jobs: Vec<(usize, usize, usize)> = (0..n)
+            .flat_map(|bi| (0..od).flat_map(move |z| (0..oh).step_by(rows_per_tile).map(move |r| (bi, z, r))))
+            .collect();
+        jobs.par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, &(bi, z, r0)| {
+            let rows = rows_per_tile.min(oh - r0);
+            let ncols = rows * ow;
+            col.resize(kdim * ncols, 0.0);
+            let xb = &x[bi * ci * d * h * wd..(bi + 1) * ci * d * h * wd];
+            // Unfold: row index (c, a, bb, cc), column (oy - r0, ox).
+            let mut row = 0;
+            for c in 0..ci {
+                let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
+                for a in 0..kd {
+                    let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
+                    for bb in 0..kh {
+                        for cc in 0..kw {
+                            let dst = &mut col[row * ncols..(row + 1) * ncols];
+                            row += 1;
+                            if iz < 0 || iz >= d as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let xz = &xc[iz as usize * h * wd..(iz as usize + 1) * h * wd];
+                            for oy in 0..rows {
+                                let iy = ((r0 + oy) * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
+                                let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                                if iy < 0 || iy >= h as isize {
+                                    drow.fill(0.0);
+                                    continue;
+                                }
+                                let xr = &xz[iy as usize * wd..(iy as usize + 1) * wd];
+                                let off = cc as isize - p.pad_before[2] as isize;
+                                if p.stride[2] == 1 {
+                                    // Valid ox range: 0 <= ox + off < wd.
+                                    let lo = (-off).clamp(0, ow as isize) as usize;
+                                    let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
+                                    drow[..lo].fill(0.0);
+                                    if hi > lo {
+                                        let s = (lo as isize + off) as usize;
+                                        drow[lo..hi].copy_from_slice(&xr[s..s + hi - lo]);
+                                    }
+                                    drow[hi.max(lo)..].fill(0.0);
+                                } else {
+                                    for (ox, v) in drow.iter_mut().enumerate() {
+                                        let ix = (ox * p.stride[2]) as isize + off;
+                                        *v = if ix >= 0 && ix < wd as isize { xr[ix as usize] } else { 0.0 };
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // out[bi, :, z, r0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
+            let dst_off = bi * co * vol_out + z * plane + r0 * ow;
+            // SAFETY: every job writes a disjoint set of output elements (its own (bi, z, rows) window of each
+            // channel); `out` outlives the parallel loop; the sizes passed match the buffers.
+            unsafe {
+                gemm::gemm(
+                    co,
+                    ncols,
+                    kdim,
+                    out_ptr.get().add(dst_off),
+                    1,
+                    vol_out as isize,
+                    true,
+                    w.as_ptr(),
+                    1,
+                    kdim as isize,
+                    col.as_ptr(),
+                    1,
+                    ncols as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, co, od, oh, ow))))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint output windows to rayon workers (see the gemm call).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A Conv3d layer whose tensors sit at `<prefix>.weight` / `<prefix>.bias` (checkpoint names).
+#[derive(Debug, Clone)]
+pub struct Conv3d {
+    weight: Tensor,
+    bias: Tensor,
+    params: Conv3dParams,
+}
+
+impl Conv3d {
+    /// Fetch `[cout, cin, k, k, k]` weight and `[cout]` bias; nothing is computed here.
+    pub fn new(vb: candle_nn::VarBuilder, cin: usize, cout: usize, k: usize, params: Conv3dParams) -> Result<Self> {
+        let weight = vb.get((cout, cin, k, k, k), "weight")?;
+        let bias = vb.get(cout, "bias")?;
+        Ok(Conv3d { weight, bias, params })
+    }
+}
+
+impl Module for Conv3d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, kd, kh, kw) = self.weight.dims5()?;
+        if (kd, kh, kw) == (1, 1, 1) && self.params == Conv3dParams::same(0) {
+            // Pointwise: one matmul over all positions.
+            let (n, ci, d, h, w) = x.dims5()?;
+            let co = self.weight.dim(0)?;
+            let wm = self.weight.reshape((co, ci))?;
+            let xm = x.reshape((n, ci, d * h * w))?;
+            let y = wm.broadcast_left(n)?.matmul(&xm.contiguous()?)?;
+            return y.broadcast_add(&self.bias.reshape((1, co, 1))?)?.reshape((n, co, d, h, w));
+        }
+        conv3d(x, &self.weight, &self.bias, self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Direct 7-loop reference.
+    #[allow(clippy::needless_range_loop)]
+    fn naive(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Vec<f32> {
+        let (n, ci, d, h, wd) = x.dims5().unwrap();
+        let (co, _, kd, kh, kw) = w.dims5().unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bs = b.to_vec1::<f32>().unwrap();
+        let od = p.out_len(0, d, kd).unwrap();
+        let oh = p.out_len(1, h, kh).unwrap();
+        let ow = p.out_len(2, wd, kw).unwrap();
+        let mut out = Vec::new();
+        for bi in 0..n {
+            for o in 0..co {
+                for z in 0..od {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let mut s = bs[o] as f64;
+                            for c in 0..ci {
+                                for a in 0..kd {
+                                    for bb in 0..kh {
+                                        for cc in 0..kw {
+                                            let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
+                                            let iy = (y * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
+                                            let ix = (xx * p.stride[2] + cc) as isize - p.pad_before[2] as isize;
+                                            if iz < 0
+                                                || iy < 0
+                                                || ix < 0
+                                                || iz >= d as isize
+                                                || iy >= h as isize
+                                                || ix >= wd as isize
+                                            {
+                                                continue;
+                                            }
+                                            let xi = (((bi * ci + c) * d + iz as usize) * h + iy as usize) * wd
+                                                + ix as usize;
+                                            let wi = (((o * ci + c) * kd + a) * kh + bb) * kw + cc;
+                                            s += xs[xi] as f64 * ws[wi] as f64;
+                                        }
+                                    }
+                                }
+                            }
+                            out.push(s as f32);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(p: Conv3dParams, k: usize, dims: (usize, usize, usize, usize, usize), co: usize) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., dims, &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (co, dims.1, k, k, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., co, &dev).unwrap();
+        let want = naive(&x, &w, &b, p);
+        for got in [conv3d(&x, &w, &b, p).unwrap(), conv3d_folded(&x, &w, &b, p).unwrap()] {
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got.len(), want.len());
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-4, "max abs error {err} for {p:?}");
+        }
+    }
+
+    #[test]
+    fn same_padding_matches_direct_sum() {
+        check(Conv3dParams::same(1), 3, (2, 3, 5, 6, 7), 4);
+    }
+
+    #[test]
+    fn end_padded_stride_two_matches_direct_sum() {
+        check(Conv3dParams::down_end_pad(), 3, (1, 2, 6, 7, 8), 3);
+    }
+
+    #[test]
+    fn mismatched_channels_is_an_error() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 2, 3, 3, 3), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((1, 3, 3, 3, 3), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(1, DType::F32, &dev).unwrap();
+        assert!(conv3d(&x, &w, &b, Conv3dParams::same(1)).is_err());
+    }
+}

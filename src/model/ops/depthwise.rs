@@ -1,0 +1,164 @@
+//! Depthwise 2-D convolution (groups = channels, stride 1, zero padding), as ConvNeXt's 7×7 block conv uses.
+//!
+//! candle's grouped conv2d runs one convolution per group and is 13–22× slower than PyTorch on CPU
+//! (notes/rust-stack.md). On CPU this is a direct kernel: every (sample, channel) plane is one rayon task, and for
+//! each output row and kernel tap the contribution is an `axpy` over the valid output columns — a contiguous,
+//! bounds-check-free inner loop the compiler vectorises. Other devices (CUDA) and dtypes use candle's grouped
+//! conv2d, which is fast there.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x` [N,C,H,W] (any device/dtype), `w` [C,1,KH,KW], `b` [C]; stride 1, `padding` zeros on every side.
+/// Output [N, C, H + 2p - KH + 1, W + 2p - KW + 1].
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
+    let (_, c, h, wd) = x.dims4()?;
+    let (wc, one, kh, kw) = w.dims4()?;
+    if wc != c || one != 1 {
+        candle_core::bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.shape(), x.shape());
+    }
+    if b.dims1()? != c {
+        candle_core::bail!("depthwise_conv2d: bias {:?} does not fit {c} channels", b.shape());
+    }
+    if h + 2 * padding < kh || wd + 2 * padding < kw {
+        candle_core::bail!("depthwise_conv2d: input {:?} smaller than kernel {:?}", x.shape(), w.shape());
+    }
+    let direct = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
+    if direct {
+        let x = x.contiguous()?;
+        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        let b = b.to_dtype(DType::F32)?.contiguous()?;
+        x.apply_op3_no_bwd(&w, &b, &Depthwise { padding })
+    } else {
+        let y = x.conv2d(&w.to_dtype(x.dtype())?, padding, 1, 1, c)?;
+        y.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)
+    }
+}
+
+struct Depthwise {
+    padding: usize,
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("depthwise_conv2d: {what} must be contiguous"),
+    }
+}
+
+impl CustomOp3 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "input")?;
+        let w = contiguous(s2, l2, "weight")?;
+        let b = contiguous(s3, l3, "bias")?;
+        let (n, c, h, wd) = l1.shape().dims4()?;
+        let (_, _, kh, kw) = l2.shape().dims4()?;
+        let p = self.padding;
+        let (oh, ow) = (h + 2 * p + 1 - kh, wd + 2 * p + 1 - kw);
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
+            let ch = plane % c;
+            let src = &x[plane * h * wd..(plane + 1) * h * wd];
+            let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
+            plane_conv(src, h, wd, k, kh, kw, p, b[ch], o, oh, ow);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// One channel plane: `o` [oh, ow] = bias + Σ taps; all indexing is by sub-slices so the inner loop is a plain
+/// zip over two equal-length slices.
+#[allow(clippy::too_many_arguments)]
+fn plane_conv(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    k: &[f32],
+    kh: usize,
+    kw: usize,
+    p: usize,
+    bias: f32,
+    o: &mut [f32],
+    oh: usize,
+    ow: usize,
+) {
+    o.fill(bias);
+    for (y, orow) in o.chunks_exact_mut(ow).enumerate().take(oh) {
+        for dy in 0..kh {
+            // input row iy = y + dy - p
+            let iy = y + dy;
+            if iy < p || iy - p >= h {
+                continue;
+            }
+            let irow = &src[(iy - p) * w..(iy - p + 1) * w];
+            for dx in 0..kw {
+                let wt = k[dy * kw + dx];
+                // output column x reads input column x + dx - p; valid x: p-dx <= x < w+p-dx
+                let x0 = p.saturating_sub(dx);
+                let x1 = (w + p).saturating_sub(dx).min(ow);
+                if x0 >= x1 {
+                    continue;
+                }
+                let i0 = x0 + dx - p;
+                let dst = &mut orow[x0..x1];
+                let s = &irow[i0..i0 + (x1 - x0)];
+                for (d, v) in dst.iter_mut().zip(s) {
+                    *d += wt * v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+    }
+
+    /// The direct kernel against candle's grouped conv2d (an independent implementation) on odd sizes,
+    /// paddings that do and do not preserve the size, and a non-square kernel.
+    #[test]
+    fn matches_candle_grouped_conv() {
+        for (shape, k, p) in [([2, 3, 9, 11], (7, 7), 3), ([1, 4, 5, 6], (3, 5), 1), ([1, 2, 8, 8], (7, 7), 0)] {
+            let c = shape[1];
+            let x = randn(&shape, 1);
+            let w = randn(&[c, 1, k.0, k.1], 2);
+            let b = randn(&[c], 3);
+            let ours = depthwise_conv2d(&x, &w, &b, p).expect("ours");
+            let theirs =
+                x.conv2d(&w, p, 1, 1, c).and_then(|y| y.broadcast_add(&b.reshape((1, c, 1, 1))?)).expect("candle");
+            assert_eq!(ours.dims(), theirs.dims());
+            let err: f32 = (ours - theirs).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar()).expect("diff");
+            assert!(err < 1e-5, "{shape:?} k{k:?} p{p}: max err {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_weight() {
+        let x = randn(&[1, 3, 8, 8], 1);
+        let w = randn(&[4, 1, 7, 7], 2);
+        let b = randn(&[4], 3);
+        let e = depthwise_conv2d(&x, &w, &b, 3).unwrap_err().to_string();
+        assert!(e.contains("does not fit"), "{e}");
+    }
+}

@@ -146,8 +146,8 @@ pub struct PreprocessConfig {
 impl Default for PreprocessConfig {
     fn default() -> Self {
         PreprocessConfig {
-            template: PathBuf::from("weights/templates/mni_icbm152_t1_2009a.nii.gz"),
-            template_mask: PathBuf::from("weights/templates/mni_icbm152_brain_mask_2009a.nii.gz"),
+            template: PathBuf::from("weights/templates/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+            template_mask: PathBuf::from("weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
             pyramid: vec![4, 2, 1],
             iterations: 100,
         }

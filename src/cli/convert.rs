@@ -3,8 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::dicom::convert_paths;
+use crate::nifti::{write_nifti, write_sidecar};
+
 /// Arguments of `ldae convert`.
+///
+/// Exit code: 0 when every file and series was converted, 1 when anything was rejected (each rejection is one
+/// line on stderr naming the file or series and the reason), 2 on a usage or output error.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 = everything converted; 1 = at least one file or series was rejected \
+(one line per rejection on stderr: `rejected: <file or series>: <reason>`); 2 = usage, configuration or write \
+error.")]
 pub struct ConvertArgs {
     /// DICOM files or folders (searched recursively).
     #[arg(required = true)]
@@ -12,8 +24,26 @@ pub struct ConvertArgs {
     /// Output folder.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Write uncompressed `.nii` instead of `.nii.gz`.
+    #[arg(long)]
+    pub uncompressed: bool,
 }
 
-pub fn run(_args: ConvertArgs, _config: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ldae convert is not built yet (issue 2)")
+pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = if config.exists() { Config::load(config)? } else { Config::default() };
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let report = convert_paths(&args.inputs, &cfg.convert);
+    let ext = if args.uncompressed { "nii" } else { "nii.gz" };
+    for c in &report.converted {
+        let nii = args.output.join(format!("{}.{ext}", c.file_stem));
+        let json = args.output.join(format!("{}.json", c.file_stem));
+        write_nifti(&nii, &c.volume).with_context(|| format!("writing {}", nii.display()))?;
+        write_sidecar(&json, &c.sidecar).with_context(|| format!("writing {}", json.display()))?;
+        let [ni, nj, nk] = c.volume.shape();
+        println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
+    }
+    for r in &report.rejected {
+        eprintln!("rejected: {r}");
+    }
+    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,45 +1,154 @@
-//! `ldae register|preprocess|unwarp`: template registration and model input.
+//! `ldae register|preprocess|unwarp`: registration to the template, the model's input, and the way back.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
+use anyhow::Context;
+
+use crate::config::{Config, PreprocessConfig};
+use crate::model::config::ModelConfig;
+use crate::nifti::{read_nifti, write_nifti};
+use crate::preprocess::pipeline::{preprocess_volume, unwarp as unwarp_volume};
+use crate::preprocess::register::{register_affine, RegisterOptions};
+use crate::preprocess::resample::{resample, Grid, Interp};
+use crate::preprocess::template::Template;
+use crate::preprocess::transform::Transform;
+
+/// `ldae register`: rigid + affine registration of a scan to the template.
 #[derive(Debug, clap::Args)]
 pub struct RegisterArgs {
+    /// The scan to register (NIfTI, native space, with or without skull).
     pub moving: PathBuf,
+    /// Template T1 (default: `[preprocess] template` of the config).
     #[arg(long)]
     pub template: Option<PathBuf>,
+    /// Brain mask on the template's grid (default: the config's when the template is the config's; none otherwise).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// The scan resampled onto the template grid (NIfTI).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Where to write the template → native transform: ITK/ANTs text for `.txt`/`.tfm`, ldae JSON otherwise.
     #[arg(long)]
     pub transform: PathBuf,
 }
 
+/// `ldae preprocess`: register, mask and build the model input.
 #[derive(Debug, clap::Args)]
 pub struct PreprocessArgs {
+    /// The scan (NIfTI, native space).
     pub input: PathBuf,
+    /// Model directory whose `config.json` gives the input spacing and shape (`data.pixdim`, `data.resize_to`).
     #[arg(long)]
     pub model: PathBuf,
+    /// The model input (NIfTI, values in [0, 1]).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Also write the template → native transform here (ITK text for `.txt`, JSON otherwise).
+    #[arg(long)]
+    pub transform: Option<PathBuf>,
+    /// Also write the template brain mask mapped onto the native grid here.
+    #[arg(long)]
+    pub native_mask: Option<PathBuf>,
 }
 
+/// `ldae unwarp`: a template-space volume back onto a native grid.
 #[derive(Debug, clap::Args)]
 pub struct UnwarpArgs {
+    /// The template-space volume (NIfTI).
     pub input: PathBuf,
+    /// The template → native transform written by `register`/`preprocess` (ITK text or JSON).
     #[arg(long)]
     pub transform: PathBuf,
+    /// A volume on the native grid to resample onto (its grid is used, not its values).
     #[arg(long)]
     pub reference: PathBuf,
+    /// Output NIfTI on the reference grid.
     #[arg(short, long)]
     pub output: PathBuf,
 }
 
-pub fn register(_a: RegisterArgs, _config: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet (issue 4)")
+/// The `[preprocess]` section: from the config file, or the defaults when the default file is absent.
+fn preprocess_config(config: &Path) -> anyhow::Result<PreprocessConfig> {
+    if !config.exists() && config == Path::new("config/ldae.toml") {
+        tracing::debug!("no config/ldae.toml here: using the default [preprocess] settings");
+        return Ok(PreprocessConfig::default());
+    }
+    Ok(Config::load(config)?.preprocess)
 }
-pub fn preprocess(_a: PreprocessArgs, _config: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet (issue 4)")
+
+fn load_template(t1: &Path, mask: &Path) -> anyhow::Result<Template> {
+    Template::load(t1, mask).with_context(|| "loading the template (see [preprocess] template in the config)")
 }
-pub fn unwarp(_a: UnwarpArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet (issue 4)")
+
+pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = preprocess_config(config)?;
+    let moving = read_nifti(&a.moving)?;
+    let (fixed, mask) = match (&a.template, &a.mask) {
+        (None, m) => {
+            let t = load_template(&cfg.template, m.as_deref().unwrap_or(&cfg.template_mask))?;
+            (t.t1, Some(t.mask))
+        }
+        (Some(t1), Some(m)) => {
+            let t = load_template(t1, m)?;
+            (t.t1, Some(t.mask))
+        }
+        (Some(t1), None) => (read_nifti(t1)?, None),
+    };
+    let spacing = fixed.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+    let opts = RegisterOptions::from_config(&cfg, spacing);
+    let start = Instant::now();
+    let reg = register_affine(&moving, &fixed, mask.as_ref(), &opts)
+        .with_context(|| format!("registering {}", a.moving.display()))?;
+    let out = resample(&moving, &Grid::of(&fixed), &reg.transform.matrix, Interp::Linear, 0.0)
+        .context("resampling onto the template grid")?;
+    write_nifti(&a.output, &out)?;
+    reg.transform.write(&a.transform)?;
+    eprintln!(
+        "registered {} in {:.1} s (mutual information {:.3}); wrote {} and {}",
+        a.moving.display(),
+        start.elapsed().as_secs_f64(),
+        reg.mi,
+        a.output.display(),
+        a.transform.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn preprocess(a: PreprocessArgs, config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = preprocess_config(config)?;
+    let model_json = a.model.join("config.json");
+    let model = ModelConfig::load(&model_json)?;
+    let template = load_template(&cfg.template, &cfg.template_mask)?;
+    let native = read_nifti(&a.input)?;
+    let start = Instant::now();
+    let p = preprocess_volume(&native, &template, &model, &cfg)
+        .with_context(|| format!("preprocessing {}", a.input.display()))?;
+    write_nifti(&a.output, &p.model_input)?;
+    if let Some(t) = &a.transform {
+        p.transform.write(t)?;
+    }
+    if let Some(m) = &a.native_mask {
+        write_nifti(m, &p.native_mask)?;
+    }
+    eprintln!(
+        "preprocessed {} in {:.1} s: model input {:?} at {} mm → {}",
+        a.input.display(),
+        start.elapsed().as_secs_f64(),
+        p.model_input.shape(),
+        model.data.pixdim,
+        a.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unwarp(a: UnwarpArgs) -> anyhow::Result<ExitCode> {
+    let vol = read_nifti(&a.input)?;
+    let t = Transform::read(&a.transform)?;
+    let reference = read_nifti(&a.reference)?;
+    let out = unwarp_volume(&vol, &Grid::of(&reference), &t)?;
+    write_nifti(&a.output, &out)?;
+    eprintln!("wrote {} on the grid of {}", a.output.display(), a.reference.display());
+    Ok(ExitCode::SUCCESS)
 }

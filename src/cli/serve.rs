@@ -1,4 +1,4 @@
-//! `ldae serve`: the daemon.
+//! `ldae serve`: the daemon (see [`crate::daemon`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,6 +6,8 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {}
 
-pub fn run(_a: ServeArgs, _config: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet (issue 5)")
+/// Run until SIGTERM/SIGINT; errors (bad config, state folder locked by another daemon) end it with one line.
+pub fn run(_a: ServeArgs, config: &Path) -> anyhow::Result<ExitCode> {
+    crate::daemon::serve(config)?;
+    Ok(ExitCode::SUCCESS)
 }

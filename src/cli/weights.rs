@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::model::manifest::{check_dir, convert_dir};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum WeightsCommand {
     /// Convert a model directory's .pth files to safetensors and write a manifest (sha256 + config).
@@ -11,6 +13,26 @@ pub enum WeightsCommand {
     Check { dir: PathBuf },
 }
 
-pub fn run(_c: WeightsCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet (issue 3)")
+pub fn run(c: WeightsCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        WeightsCommand::Convert { dir } => {
+            for d in convert_dir(&dir)? {
+                let keys =
+                    if d.keys_verified { "keys verified" } else { "keys not verified (network not in this build)" };
+                match &d.written {
+                    Some(out) => println!("{} → {} ({} tensors, {keys})", d.source.display(), out.display(), d.tensors),
+                    None => println!("{}: already safetensors ({} tensors, {keys})", d.source.display(), d.tensors),
+                }
+            }
+            println!("{}", dir.join(crate::model::manifest::MANIFEST).display());
+            Ok(ExitCode::SUCCESS)
+        }
+        WeightsCommand::Check { dir } => {
+            for line in check_dir(&dir)? {
+                println!("{line}");
+            }
+            println!("{}: ok", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

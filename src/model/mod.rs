@@ -11,6 +11,7 @@ pub mod error;
 pub mod interp;
 pub mod keyset;
 pub mod ldae;
+pub mod manifest;
 pub mod ops;
 pub mod pickle;
 pub mod semantic;

@@ -260,12 +260,26 @@ pub fn load_checked(
     cfg: &ModelConfig,
 ) -> Result<(PathBuf, BTreeMap<String, Tensor>), WeightsError> {
     let path = locate(dir, file)?;
-    let tensors = read_tensors(&path)?;
-    let expected = expected_keys(cfg, file).map_err(|source| WeightsError::Network { path: path.clone(), source })?;
-    if let Some(expected) = expected {
-        check_keys(&path, file, &tensors, &expected)?;
-    }
+    let tensors = load_file_checked(&path, file, cfg)?;
     Ok((path, tensors))
+}
+
+/// Read the weights file at `path` (which holds `file`'s network) and verify its keys; `Ok` with the tensors.
+pub fn load_file_checked(
+    path: &Path,
+    file: WeightsFile,
+    cfg: &ModelConfig,
+) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    let tensors = read_tensors(path)?;
+    if let Some(expected) = key_set(path, file, cfg)? {
+        check_keys(path, file, &tensors, &expected)?;
+    }
+    Ok(tensors)
+}
+
+/// Whether `file`'s key set can be verified in this build (its network can be constructed).
+pub fn key_set(path: &Path, file: WeightsFile, cfg: &ModelConfig) -> Result<Option<KeySet>, WeightsError> {
+    expected_keys(cfg, file).map_err(|source| WeightsError::Network { path: path.to_path_buf(), source })
 }
 
 /// A `VarBuilder` (f32) over `file` of model directory `dir` on `dev`, after the key check. The encoder's

@@ -1,1 +1,160 @@
-//! The SQLite store: the only module with SQL in it. One writer connection, WAL, numbered migrations.
+//! The SQLite store: the only module with SQL in it. One writer connection per process, WAL (so `ldae status`
+//! reads while the daemon writes), numbered migrations in `migrations/NNNN_name.sql`, one file per table group.
+//!
+//! Contract: every public method that changes state runs in **one transaction** and records its audit event in
+//! the same transaction, so a crash leaves either the whole change or none of it. Callers never see SQL or
+//! rusqlite types: they pass and get plain values (`ArrivedFile`, `Job`, `NewJob`, ...). That keeps the backend a
+//! constructor choice — a PostgreSQL `Store` would implement the same methods (the job claim becomes
+//! `SELECT … FOR UPDATE SKIP LOCKED`), see DESIGN.md "Growing past one machine".
+//!
+//! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
+//! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
+//! (read-only summaries for the operator CLI).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+mod intake;
+mod jobs;
+mod results;
+mod series;
+mod status;
+
+pub use intake::{ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
+pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
+pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
+pub use series::{ReadySeries, SeriesFiles};
+pub use status::{JobCount, SeriesSummary, StatusReport};
+
+/// The migrations, in order. `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_dicom", include_str!("migrations/0001_dicom.sql")),
+    ("0002_results", include_str!("migrations/0002_results.sql")),
+    ("0003_jobs", include_str!("migrations/0003_jobs.sql")),
+    ("0004_quarantine_audit", include_str!("migrations/0004_quarantine_audit.sql")),
+];
+
+/// The database file inside `paths.state`.
+pub const DB_FILE: &str = "ldae.sqlite";
+
+/// Why the store could not do what was asked. Every variant names the database or the subject.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("{path}: cannot create the state folder: {source}")]
+    Folder { path: PathBuf, source: std::io::Error },
+    #[error("{path}: migration {name} failed: {source}")]
+    Migration { path: PathBuf, name: String, source: rusqlite::Error },
+    #[error("{path}: database schema version {found} is newer than this ldae ({known}); upgrade ldae")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Seconds since the Unix epoch, as stored in every `*_at` column.
+pub fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The store. Cheap to share behind an `Arc`; methods take `&self` and serialise on the one connection.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) `<state_dir>/ldae.sqlite`, switch to WAL and apply pending migrations.
+    pub fn open_in(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::Folder { path: state_dir.to_path_buf(), source })?;
+        Self::open(&state_dir.join(DB_FILE))
+    }
+
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        let store = Store { conn: Mutex::new(conn), path: path.to_path_buf() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing database read-only-in-spirit for the operator CLI: fails if it does not exist yet.
+    pub fn open_existing_in(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "{}: no database yet (has `ldae serve` run with this config?)",
+                path.display()
+            )));
+        }
+        Self::open(&path)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half transaction behind (rusqlite rolls back on drop),
+        // so a poisoned mutex is still a usable connection.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+        }
+        for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mig_err = |source| StoreError::Migration { path: self.path.clone(), name: name.to_string(), source };
+            let tx = conn.transaction().map_err(mig_err)?;
+            tx.execute_batch(sql).map_err(mig_err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(mig_err)?;
+            tx.commit().map_err(mig_err)?;
+        }
+        Ok(())
+    }
+
+    /// Schema version (number of applied migrations).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Record an audit event on its own (most events are written inside the change they describe).
+    pub fn audit(&self, kind: &str, subject: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        audit(&self.lock(), kind, subject, detail)
+    }
+}
+
+/// Insert an audit event (inside the caller's transaction).
+fn audit(conn: &Connection, kind: &str, subject: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit_events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![now(), kind, subject, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+/// A path as stored text.
+fn path_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! Intake of one complete file: header-only parse, SHA-256, then exactly one of: a new instance row, a duplicate
+//! (recorded and quarantined), or quarantine with the reader's reason. Re-running it on the same file is a no-op,
+//! which is what makes rescans and restarts after a crash safe.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::dicom::{read_header, DicomError, Rejection};
+use crate::store::{ArrivedFile, InstanceFacts, Recorded, Store};
+
+use super::files::{file_stamp, sha256_file};
+use super::hooks::hook_jobs;
+use super::quarantine::{finish_move, quarantine_file};
+use super::DaemonError;
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intake {
+    /// Already an instance (or gone, or not a regular file): nothing to do.
+    Skipped,
+    /// A new instance of `series_uid`.
+    Instance { series_uid: String, reopened: bool },
+    /// Moved to quarantine for `reason`.
+    Quarantined { reason: String, to: PathBuf },
+    /// Not now (it changed while being read, or could not be read at all); the next scan tries again.
+    Deferred(String),
+}
+
+/// The facts the store keeps from a header. Expected count: a multi-frame object is a whole series; otherwise
+/// ImagesInAcquisition when present.
+fn facts(h: &crate::dicom::InstanceHeader) -> InstanceFacts {
+    let expected = if h.number_of_frames > 1 { Some(1) } else { h.images_in_acquisition.map(i64::from) };
+    InstanceFacts {
+        sop_uid: h.sop_instance_uid.clone(),
+        series_uid: h.series_instance_uid.clone(),
+        study_uid: h.study_instance_uid.clone(),
+        patient_id: h.patient_id.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "(none)".into()),
+        modality: h.modality.clone(),
+        instance_number: h.instance_number,
+        expected_count: expected.filter(|&n| n > 0),
+        study_date: h.study_date.clone(),
+    }
+}
+
+/// Take in one settled file from drop folder `drop`.
+pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Result<Intake, DaemonError> {
+    let Some((size, mtime_ns)) = file_stamp(path) else { return Ok(Intake::Skipped) };
+    if store.is_known_file(path, size, mtime_ns)? {
+        return Ok(Intake::Skipped);
+    }
+    if let Some(row) = store.unfinished_quarantine(path, size, mtime_ns)? {
+        finish_move(&row)?;
+        return Ok(Intake::Quarantined { reason: row.reason.clone(), to: PathBuf::from(row.path) });
+    }
+    let sha256 = match sha256_file(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Intake::Skipped),
+        Err(e) => return Ok(Intake::Deferred(format!("{}: cannot read: {e}", path.display()))),
+    };
+    if file_stamp(path) != Some((size, mtime_ns)) {
+        return Ok(Intake::Deferred(format!("{}: changed while being read", path.display())));
+    }
+    let file = ArrivedFile { path: path.to_path_buf(), drop_folder: drop.to_path_buf(), size, mtime_ns, sha256 };
+    let quarantined = |reason: &str, detail: &str, dup: Option<(i64, &str, bool)>| -> Result<Intake, DaemonError> {
+        let hooks = hook_jobs(
+            &cfg.hooks,
+            "file_quarantined",
+            &file.sha256,
+            None,
+            serde_json::json!({ "path": file.path, "reason": reason, "detail": detail }),
+        );
+        let to = quarantine_file(store, cfg, &file, reason, detail, dup, &hooks)?;
+        tracing::warn!(file = %file.path.display(), reason, detail, "quarantined");
+        Ok(Intake::Quarantined { reason: reason.to_string(), to })
+    };
+    let header = match read_header(path) {
+        Ok(h) => h,
+        Err(DicomError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Intake::Skipped)
+        }
+        Err(e @ DicomError::Io { .. }) => return Ok(Intake::Deferred(e.to_string())),
+        Err(e) => {
+            let r = Rejection::from_error(&e);
+            return quarantined(r.reason.code(), &r.reason.to_string(), None);
+        }
+    };
+    let f = facts(&header);
+    if f.sop_uid.is_empty() || f.series_uid.is_empty() || f.study_uid.is_empty() {
+        return quarantined("unreadable", "missing SOP, series or study instance UID", None);
+    }
+    match store.record_instance(&file, &f)? {
+        Recorded::Instance { reopened, .. } => {
+            tracing::debug!(file = %path.display(), series = %f.series_uid, "instance");
+            if reopened {
+                tracing::info!(series = %f.series_uid, "late instance: series reopened");
+            }
+            Ok(Intake::Instance { series_uid: f.series_uid, reopened })
+        }
+        Recorded::Duplicate { instance_id, identical, stored_path } => {
+            let (reason, detail) = if identical {
+                ("duplicate", format!("SOP Instance UID {} already stored at {stored_path} (identical)", f.sop_uid))
+            } else {
+                (
+                    "sop_uid_conflict",
+                    format!("SOP Instance UID {} already stored at {stored_path} with different content", f.sop_uid),
+                )
+            };
+            quarantined(reason, &detail, Some((instance_id, &f.sop_uid, identical)))
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! `ldae serve`: start-up (paths, lock, store recovery), the main loop (signals, stability ticks, systemd
+//! status/watchdog, forwarding watcher events), the intake thread, and the drain on SIGTERM.
+//!
+//! Start-up recovery: jobs left running are requeued, pending series get a fresh quiet period, and the first
+//! scan of the drop folders picks up every file not yet recorded. SIGHUP re-reads the config file; intake,
+//! stability, jobs and hooks settings take effect at once, `paths.*`, `intake.poll` and `model.*` on restart.
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::store::Store;
+
+use super::files::free_mib;
+use super::intake::{intake_file, Intake};
+use super::watch::{drop_of, scan, Settler};
+use super::{jobs, stability, systemd, watch, DaemonError};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io { path: path.to_path_buf(), source }
+}
+
+/// Create every configured folder and make the paths absolute (the store records absolute paths).
+pub fn resolve_paths(mut cfg: Config) -> Result<Config, DaemonError> {
+    let fix = |p: &mut PathBuf| -> Result<(), DaemonError> {
+        std::fs::create_dir_all(&*p).map_err(io(p))?;
+        *p = p.canonicalize().map_err(io(p))?;
+        Ok(())
+    };
+    for d in cfg.paths.incoming.iter_mut() {
+        fix(d)?;
+    }
+    fix(&mut cfg.paths.state)?;
+    fix(&mut cfg.paths.quarantine)?;
+    fix(&mut cfg.paths.archive)?;
+    fix(&mut cfg.paths.outputs)?;
+    Ok(cfg)
+}
+
+/// Folders inside a drop folder that intake must never look at.
+fn excluded(cfg: &Config) -> Vec<PathBuf> {
+    let p = &cfg.paths;
+    vec![p.state.clone(), p.quarantine.clone(), p.archive.clone(), p.outputs.clone()]
+}
+
+/// An exclusive lock on `<state>/ldae.lock`, held while the daemon runs (released by the kernel on any exit).
+fn lock_state(state: &Path) -> Result<std::fs::File, DaemonError> {
+    let path = state.join("ldae.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(DaemonError::Other(format!("{}: another `ldae serve` uses this state folder", path.display())));
+    }
+    Ok(f)
+}
+
+fn snapshot(cfg: &RwLock<Config>) -> Config {
+    cfg.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Run the daemon until SIGTERM/SIGINT, then drain (running jobs finish) and return.
+pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
+    let cfg = resolve_paths(Config::load(config_path)?)?;
+    let cpu = match cfg.jobs.cpu_workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ldae-rt")
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Other(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(main_loop(config_path.to_path_buf(), cfg, cpu))
+}
+
+async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), DaemonError> {
+    let _lock = lock_state(&cfg.paths.state)?;
+    let store = Arc::new(Store::open_in(&cfg.paths.state)?);
+    let requeued = store.requeue_running()?;
+    let rearmed = store.rearm_pending()?;
+    tracing::info!(db = %store.path().display(), requeued, rearmed, cpu_workers = cpu, "store open");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(RwLock::new(cfg.clone()));
+    let workers = jobs::start(&tokio::runtime::Handle::current(), store.clone(), shared.clone(), stop.clone(), cpu)
+        .map_err(|e| DaemonError::Other(format!("cannot start the model thread: {e}")))?;
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let intake = {
+        let (s, c, st, pa) = (store.clone(), shared.clone(), stop.clone(), paused.clone());
+        std::thread::Builder::new()
+            .name("ldae-intake".into())
+            .spawn(move || intake_loop(&s, &c, rx, &st, &pa))
+            .map_err(|e| DaemonError::Other(format!("cannot start the intake thread: {e}")))?
+    };
+    let poll_every = Duration::from_secs_f64(cfg.intake.settle_secs.max(1.0));
+    let mut watch = watch::start(&cfg.paths.incoming, cfg.intake.poll, poll_every)?;
+
+    let sig = |k| signal(k).map_err(|e| DaemonError::Other(format!("cannot install signal handlers: {e}")));
+    let (mut term, mut int, mut hup) =
+        (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?, sig(SignalKind::hangup())?);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    let wd_period = systemd::watchdog_period();
+    let mut wd = tokio::time::interval(wd_period.unwrap_or(Duration::from_secs(3600)));
+    let mut last_ok = Instant::now();
+
+    let drops: Vec<String> = cfg.paths.incoming.iter().map(|d| d.display().to_string()).collect();
+    systemd::ready(&format!("watching {}", drops.join(", ")));
+    tracing::info!(drop_folders = ?drops, poll = cfg.intake.poll, "ldae serve ready");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hup.recv() => reload(&config_path, &shared),
+            Some(p) = watch.events.recv() => { let _ = tx.send(p); }
+            _ = tick.tick() => {
+                let (s, c) = (store.clone(), snapshot(&shared));
+                match tokio::task::spawn_blocking(move || stability::tick(&s, &c)).await {
+                    Ok(Ok(_)) => last_ok = Instant::now(),
+                    Ok(Err(e)) => tracing::error!(error = %e, "stability check failed"),
+                    Err(e) => tracing::error!(error = %e, "stability check panicked"),
+                }
+            }
+            _ = status_tick.tick() => {
+                let s = store.clone();
+                let pa = paused.load(Ordering::SeqCst);
+                if let Ok(Ok(line)) = tokio::task::spawn_blocking(move || status_line(&s, pa)).await {
+                    systemd::status(&line);
+                }
+            }
+            _ = wd.tick(), if wd_period.is_some() => {
+                // Only while the loop and the database answer: a wedged daemon gets restarted by systemd.
+                if last_ok.elapsed() < wd_period.unwrap_or_default() * 2 {
+                    systemd::watchdog();
+                }
+            }
+        }
+    }
+    systemd::stopping();
+    stop.store(true, Ordering::SeqCst);
+    drop(watch);
+    drop(tx);
+    let _ = tokio::task::spawn_blocking(move || intake.join()).await;
+    workers.join().await;
+    tracing::info!("ldae serve stopped");
+    Ok(())
+}
+
+/// SIGHUP: re-read the config; keep the resolved paths (they change on restart only).
+fn reload(config_path: &Path, shared: &RwLock<Config>) {
+    systemd::reloading();
+    match Config::load(config_path) {
+        Ok(mut new) => {
+            let mut cur = shared.write().unwrap_or_else(|p| p.into_inner());
+            if new.intake.poll != cur.intake.poll || new.model != cur.model {
+                tracing::warn!("intake.poll and model.* changes take effect on restart");
+            }
+            new.paths = cur.paths.clone();
+            *cur = new;
+            tracing::info!(config = %config_path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+    }
+    systemd::ready("configuration reloaded");
+}
+
+fn status_line(store: &Store, paused: bool) -> Result<String, crate::store::StoreError> {
+    let st = store.status(0)?;
+    let count = |state: &str| st.jobs.iter().filter(|j| j.state == state).map(|j| j.count).sum::<i64>();
+    let receiving = st.series_by_state.iter().find(|(s, _)| s == "receiving").map(|(_, n)| *n).unwrap_or(0);
+    Ok(format!(
+        "{} receiving series; jobs {} pending, {} running, {} dead; {} quarantined{}",
+        receiving,
+        count("pending"),
+        count("running"),
+        count("dead"),
+        st.quarantined,
+        if paused { "; INTAKE PAUSED (low disk)" } else { "" }
+    ))
+}
+
+/// The intake thread: collect noticed paths, rescan periodically, settle, and take complete files in; pause
+/// while the state disk is below `intake.min_free_mib`.
+fn intake_loop(
+    store: &Store,
+    shared: &RwLock<Config>,
+    rx: mpsc::Receiver<PathBuf>,
+    stop: &AtomicBool,
+    paused: &AtomicBool,
+) {
+    let mut settler = Settler::default();
+    let mut last_scan: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let cfg = snapshot(shared);
+        let drops = cfg.paths.incoming.clone();
+        let exclude = excluded(&cfg);
+        if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(cfg.intake.rescan_secs)) {
+            for (p, d) in scan(&drops, &exclude) {
+                settler.add(p, d);
+            }
+            last_scan = Some(Instant::now());
+        }
+        let mut noticed = Vec::new();
+        if let Ok(p) = rx.recv_timeout(Duration::from_millis(200)) {
+            noticed.push(p);
+        }
+        noticed.extend(rx.try_iter());
+        for p in noticed {
+            let Some(d) = drop_of(&p, &drops, &exclude) else { continue };
+            if p.is_dir() {
+                // A new folder: its files may predate the watch on it.
+                for (f, _) in scan(std::slice::from_ref(&p), &exclude) {
+                    settler.add(f, d.clone());
+                }
+            } else {
+                settler.add(p, d);
+            }
+        }
+        let low = free_mib(&cfg.paths.state).is_some_and(|free| free < cfg.intake.min_free_mib);
+        if low != paused.swap(low, Ordering::SeqCst) {
+            if low {
+                tracing::error!(min_free_mib = cfg.intake.min_free_mib, "low disk space: intake paused");
+            } else {
+                tracing::info!("disk space back above the watermark: intake resumed");
+            }
+        }
+        if low {
+            continue;
+        }
+        for (p, d) in settler.settled(Duration::from_secs_f64(cfg.intake.settle_secs)) {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match intake_file(store, &cfg, &p, &d) {
+                Ok(Intake::Deferred(why)) => {
+                    tracing::warn!(reason = %why, "file deferred");
+                    settler.add(p, d);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(file = %p.display(), error = %e, "intake failed; will retry");
+                    settler.add(p, d);
+                }
+            }
+        }
+    }
+}

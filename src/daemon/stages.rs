@@ -1,0 +1,227 @@
+//! The stages a job runs, each a small adapter from a job row to a library call and back to a [`Completion`]:
+//! convert (dicom) → archive (after_commit) and preprocess (preprocess) → encode (model), plus hook calls.
+//!
+//! Contract for every stage: it is idempotent and keyed by content. Its outputs are named by the content key of
+//! its input (the series' instance hashes, the volume's SHA-256, the model id/version), written atomically, and
+//! recorded only through the returned `Completion` — so a crash at any point is repaired by running the job
+//! again. A stage returns [`StageError::Retry`] for what may pass (a file briefly missing, a busy device) and
+//! [`StageError::Permanent`] for what will not (the converter refuses the series); the runner applies backoff and
+//! the dead-letter state.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{AfterCommit, Config};
+use crate::store::{Completion, Job, NewJob, SeriesUpdate, Store};
+
+use super::files::{move_file, safe_component, sha256_file};
+use super::hooks::hook_jobs;
+
+/// Why a stage did not complete.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StageError {
+    /// Might work later: retried with backoff until `jobs.max_attempts`.
+    #[error("{0}")]
+    Retry(String),
+    /// Will not work as things are: dead-lettered at once (an operator can `ldae jobs retry` it).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<crate::store::StoreError> for StageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        StageError::Retry(e.to_string())
+    }
+}
+
+/// Job kinds run on the CPU worker pool.
+pub const CPU_KINDS: &[&str] = &["convert", "archive", "preprocess"];
+/// Job kinds run on the one model thread.
+pub const MODEL_KINDS: &[&str] = &["encode"];
+/// Job kinds run on the hook thread.
+pub const HOOK_KINDS: &[&str] = &["hook"];
+
+/// The first jobs of a series that just became ready.
+pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob> {
+    let mut jobs = vec![NewJob {
+        kind: "convert".into(),
+        key: format!("convert:{}", ready.content_key),
+        series_ref: Some(ready.id),
+        payload: serde_json::json!({ "content_key": ready.content_key }),
+        priority: 10,
+    }];
+    jobs.extend(hook_jobs(
+        &cfg.hooks,
+        "series_ready",
+        &ready.content_key,
+        Some(ready.id),
+        serde_json::json!({ "series_uid": ready.series_uid, "instances": ready.instance_count, "trigger": ready.trigger }),
+    ));
+    jobs
+}
+
+/// Why registration cannot run in this build/config, if it cannot (the series is then stored without codes).
+pub fn preprocess_unavailable(_cfg: &Config) -> Option<String> {
+    Some("registration stage not built into this ldae yet".into())
+}
+
+fn content_key(job: &Job) -> Result<String, StageError> {
+    job.payload
+        .get("content_key")
+        .and_then(|k| k.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no content_key", job.id)))
+}
+
+fn series_of(job: &Job) -> Result<i64, StageError> {
+    job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))
+}
+
+/// Run a CPU-pool job.
+pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    match job.kind.as_str() {
+        "convert" => convert(store, cfg, job),
+        "archive" => archive(store, cfg, job),
+        "hook" => hook(cfg, job),
+        other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
+    }
+}
+
+/// convert: the series' files → volumes in `outputs/<series>/<key>/<stem>.nii.gz` + sidecar.
+fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let key = content_key(job)?;
+    let series = store.series_files(series_of(job)?)?;
+    if series.content_key.as_deref() != Some(key.as_str()) || series.state == "receiving" {
+        tracing::info!(series = %series.series_uid, "convert superseded by newer instances");
+        return Ok(Completion::default());
+    }
+    let paths: Vec<PathBuf> = series.files.iter().map(|f| PathBuf::from(&f.2)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        return Err(StageError::Retry(format!("series {}: {} is missing", series.series_uid, missing.display())));
+    }
+    let report = crate::dicom::convert_paths(&paths, &cfg.convert);
+    let rejected: Vec<String> = report.rejected.iter().map(|r| r.to_string()).collect();
+    if report.converted.is_empty() {
+        let why =
+            if rejected.is_empty() { "the converter produced no volume".to_string() } else { rejected.join("; ") };
+        return Err(StageError::Permanent(format!("series {}: {why}", series.series_uid)));
+    }
+    let dir = cfg.paths.outputs.join(safe_component(&series.series_uid)).join(&key[..16]);
+    let mut c = Completion::default();
+    for conv in &report.converted {
+        let stem = safe_component(&conv.file_stem);
+        let path = dir.join(format!("{stem}.nii.gz"));
+        let sidecar = dir.join(format!("{stem}.json"));
+        crate::nifti::write_nifti(&path, &conv.volume).map_err(|e| StageError::Retry(e.to_string()))?;
+        let mut side = conv.sidecar.clone();
+        if let Some(o) = side.as_object_mut() {
+            o.insert("content_key".into(), key.clone().into());
+        }
+        crate::nifti::write_sidecar(&sidecar, &side).map_err(|e| StageError::Retry(e.to_string()))?;
+        let sha = sha256_file(&path).map_err(|e| StageError::Retry(format!("{}: {e}", path.display())))?;
+        c.volumes.push(crate::store::NewVolume {
+            series_ref: series.id,
+            content_key: key.clone(),
+            file_stem: stem,
+            path: path.to_string_lossy().into_owned(),
+            sidecar: Some(sidecar.to_string_lossy().into_owned()),
+            sha256: sha,
+        });
+    }
+    let note = (!rejected.is_empty()).then(|| format!("partly rejected: {}", rejected.join("; ")));
+    if cfg.intake.after_commit != AfterCommit::Keep {
+        c.next.push(NewJob {
+            kind: "archive".into(),
+            key: format!("archive:{key}"),
+            series_ref: Some(series.id),
+            payload: serde_json::json!({ "content_key": key }),
+            priority: 5,
+        });
+    }
+    let (state, note, finished) = match preprocess_unavailable(cfg) {
+        Some(why) => {
+            let n = [note, Some(format!("stored without codes: {why}"))].into_iter().flatten().collect::<Vec<_>>();
+            ("stored_without_codes", Some(n.join("; ")), true)
+        }
+        None => ("converted", note, false),
+    };
+    c.series = Some(SeriesUpdate { series_ref: series.id, content_key: key, state: state.into(), note, finished });
+    Ok(c)
+}
+
+/// archive: move (or delete) a converted series' instance files per `intake.after_commit`.
+fn archive(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let key = content_key(job)?;
+    let series = store.series_files(series_of(job)?)?;
+    if series.content_key.as_deref() != Some(key.as_str()) {
+        return Ok(Completion::default());
+    }
+    let mut c = Completion::default();
+    let dir = cfg.paths.archive.join(safe_component(&series.study_uid)).join(safe_component(&series.series_uid));
+    for (id, sop, path, _received) in &series.files {
+        let src = Path::new(path);
+        match cfg.intake.after_commit {
+            AfterCommit::Keep => {}
+            AfterCommit::Archive => {
+                let dst = dir.join(format!("{}.dcm", safe_component(sop)));
+                if src == dst {
+                    continue;
+                }
+                if src.exists() {
+                    move_file(src, &dst).map_err(|e| StageError::Retry(format!("{}: {e}", src.display())))?;
+                } else if !dst.exists() {
+                    return Err(StageError::Retry(format!("{}: instance file missing", src.display())));
+                }
+                c.moved.push((*id, dst.to_string_lossy().into_owned()));
+            }
+            AfterCommit::Delete => {
+                if path.is_empty() {
+                    continue;
+                }
+                match std::fs::remove_file(src) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StageError::Retry(format!("{}: {e}", src.display()))),
+                }
+                c.moved.push((*id, String::new()));
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// hook: call one hook command with its event.
+fn hook(cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let cmd = job
+        .payload
+        .get("command")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| StageError::Permanent(format!("job {}: hook without command", job.id)))?;
+    let event = job.payload.get("event").cloned().unwrap_or(serde_json::Value::Null);
+    let timeout = std::time::Duration::from_secs_f64(cfg.hooks.timeout_secs);
+    super::hooks::run_hook(Path::new(cmd), &event, timeout).map_err(StageError::Retry)?;
+    Ok(Completion::default())
+}
+
+/// encode: the model input → codes, on the model thread. Without an installed model the series is stored
+/// without codes (logged), so `ldae serve` works before weights are installed.
+pub fn run_model(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let key = content_key(job)?;
+    let series_ref = series_of(job)?;
+    let cfg_json = cfg.model.dir.join("config.json");
+    let why = if cfg_json.exists() {
+        "the encode stage is not built into this ldae yet".to_string()
+    } else {
+        format!("no model installed at {}", cfg.model.dir.display())
+    };
+    tracing::info!(job = job.id, "{why}: series stored without codes");
+    Ok(Completion {
+        series: Some(SeriesUpdate {
+            series_ref,
+            content_key: key,
+            state: "stored_without_codes".into(),
+            note: Some(format!("stored without codes: {why}")),
+            finished: true,
+        }),
+        ..Completion::default()
+    })
+}

@@ -1,0 +1,227 @@
+//! Pixel decoding: one file's frames (or mosaic tiles) → `f32` slices with Rescale Slope/Intercept applied.
+//!
+//! Native (uncompressed) pixel data is read straight from the parsed element; encapsulated data goes through
+//! dicom-pixeldata's codecs (RLE, JPEG baseline/lossless, JPEG-LS via CharLS, JPEG 2000 via OpenJPEG) and, for
+//! 12-bit JPEG extended (which those codecs cannot read), through [`super::jpeg12`]. Stored values are masked to
+//! BitsStored and sign-extended when PixelRepresentation is 1. Each returned slice is row-major (column index
+//! fastest), which is the `(i, j)` order of a [`crate::volume::Volume`] slice.
+
+use std::path::Path;
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::read::{one_line, InstanceHeader};
+use super::DicomError;
+
+/// JPEG Extended (Process 2 & 4): 8- or 12-bit lossy JPEG.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// What to cut out of a file: a frame, optionally one mosaic tile `(index, tiles per side)`, and its rescale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SliceRequest {
+    pub frame: u32,
+    pub tile: Option<(u32, u32)>,
+    pub slope: f64,
+    pub intercept: f64,
+}
+
+/// Layout of the stored samples.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    rows: usize,
+    cols: usize,
+    frames: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+}
+
+impl Format {
+    fn from_header(h: &InstanceHeader) -> Result<Format, DicomError> {
+        let unsupported = |reason: String| DicomError::UnsupportedPixels { path: h.path.clone(), reason };
+        let spp = h.samples_per_pixel.unwrap_or(1);
+        if spp != 1 {
+            return Err(unsupported(format!("{spp} samples per pixel (colour); a volume holds one")));
+        }
+        if let Some(pi) = &h.photometric_interpretation {
+            if !pi.starts_with("MONOCHROME") {
+                return Err(unsupported(format!("photometric interpretation {pi}")));
+            }
+        }
+        let bits_allocated = h.bits_allocated.unwrap_or(16);
+        if !matches!(bits_allocated, 8 | 16 | 32) {
+            return Err(unsupported(format!("BitsAllocated {bits_allocated}")));
+        }
+        let bits_stored = h.bits_stored.unwrap_or(bits_allocated).clamp(1, bits_allocated);
+        Ok(Format {
+            rows: h.rows.unwrap_or(0) as usize,
+            cols: h.columns.unwrap_or(0) as usize,
+            frames: h.number_of_frames.max(1) as usize,
+            bits_allocated,
+            bits_stored,
+            signed: h.pixel_representation == Some(1),
+        })
+    }
+
+    fn frame_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// A stored sample → its value (masked to BitsStored, sign-extended).
+    #[inline]
+    fn value(&self, raw: u32) -> f64 {
+        let bs = self.bits_stored as u32;
+        let masked = if bs >= 32 { raw } else { raw & ((1u32 << bs) - 1) };
+        if self.signed && bs < 32 && masked & (1u32 << (bs - 1)) != 0 {
+            masked as i64 as f64 - (1i64 << bs) as f64
+        } else if self.signed && bs >= 32 {
+            masked as i32 as f64
+        } else {
+            masked as f64
+        }
+    }
+}
+
+/// Samples of all frames, as stored.
+enum Samples<'a> {
+    U16(&'a [u16]),
+    I16(&'a [i16]),
+    Bytes(std::borrow::Cow<'a, [u8]>),
+    U32(&'a [u32]),
+    I32(&'a [i32]),
+}
+
+impl Samples<'_> {
+    fn len(&self, bits: u16) -> usize {
+        match self {
+            Samples::U16(v) => v.len(),
+            Samples::I16(v) => v.len(),
+            Samples::U32(v) => v.len(),
+            Samples::I32(v) => v.len(),
+            Samples::Bytes(b) => b.len() / (bits as usize / 8),
+        }
+    }
+
+    #[inline]
+    fn raw(&self, bits: u16, i: usize) -> u32 {
+        match self {
+            Samples::U16(v) => v[i] as u32,
+            Samples::I16(v) => v[i] as u16 as u32,
+            Samples::U32(v) => v[i],
+            Samples::I32(v) => v[i] as u32,
+            Samples::Bytes(b) => match bits {
+                8 => b[i] as u32,
+                16 => u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
+                _ => u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]),
+            },
+        }
+    }
+}
+
+/// Open the whole file (pixels included).
+pub fn open_full(path: &Path) -> Result<DefaultDicomObject, DicomError> {
+    OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
+}
+
+/// Decode the requested slices of one file; each is `rows × cols` (the tile's size for mosaic tiles).
+pub fn decode_slices(h: &InstanceHeader, requests: &[SliceRequest]) -> Result<Vec<Vec<f32>>, DicomError> {
+    let obj = open_full(&h.path)?;
+    decode_slices_from(&obj, h, requests)
+}
+
+/// As [`decode_slices`], from an already parsed object.
+pub fn decode_slices_from(
+    obj: &DefaultDicomObject,
+    h: &InstanceHeader,
+    requests: &[SliceRequest],
+) -> Result<Vec<Vec<f32>>, DicomError> {
+    let path = &h.path;
+    let fmt = Format::from_header(h)?;
+    let Some(px) = obj.get(tags::PIXEL_DATA) else {
+        return Err(DicomError::NoPixelData { path: path.clone() });
+    };
+    let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').trim().to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| DicomError::UnsupportedTransferSyntax { path: path.clone(), uid: ts_uid.clone() })?;
+    let decoded;
+    let samples = match px.value() {
+        Value::Primitive(_) if ts.is_encapsulated_pixel_data() || ts.is_unsupported() => {
+            return Err(DicomError::UnsupportedTransferSyntax { path: path.clone(), uid: ts_uid });
+        }
+        Value::Primitive(p) => match p {
+            PrimitiveValue::U16(v) if fmt.bits_allocated == 16 => Samples::U16(v),
+            PrimitiveValue::I16(v) if fmt.bits_allocated == 16 => Samples::I16(v),
+            PrimitiveValue::U32(v) if fmt.bits_allocated == 32 => Samples::U32(v),
+            PrimitiveValue::I32(v) if fmt.bits_allocated == 32 => Samples::I32(v),
+            PrimitiveValue::U8(v) => Samples::Bytes(std::borrow::Cow::Borrowed(&v[..])),
+            other => Samples::Bytes(std::borrow::Cow::Owned(other.to_bytes().into_owned())),
+        },
+        Value::PixelSequence(seq) => {
+            if ts_uid == JPEG_EXTENDED && fmt.bits_stored > 8 {
+                let frames = seq.fragments();
+                decoded = super::jpeg12::decode_fragments(frames, fmt.frames)
+                    .map_err(|reason| DicomError::Decode { path: path.clone(), reason })?;
+                Samples::Bytes(std::borrow::Cow::Borrowed(&decoded[..]))
+            } else {
+                if !ts.can_decode_all() {
+                    return Err(DicomError::UnsupportedTransferSyntax { path: path.clone(), uid: ts_uid });
+                }
+                let d = obj
+                    .decode_pixel_data()
+                    .map_err(|e| DicomError::Decode { path: path.clone(), reason: one_line(&e) })?;
+                decoded = d.into_data();
+                Samples::Bytes(std::borrow::Cow::Borrowed(&decoded[..]))
+            }
+        }
+        Value::Sequence(_) => {
+            return Err(DicomError::Decode { path: path.clone(), reason: "Pixel Data is a sequence".into() });
+        }
+    };
+    let frame_len = fmt.frame_len();
+    let have = samples.len(fmt.bits_allocated);
+    requests
+        .iter()
+        .map(|r| {
+            let f = r.frame as usize;
+            if f >= fmt.frames || (f + 1) * frame_len > have {
+                return Err(DicomError::Decode {
+                    path: path.clone(),
+                    reason: format!(
+                        "pixel data too short: frame {} of {}x{} needs {} samples, found {have}",
+                        f + 1,
+                        fmt.cols,
+                        fmt.rows,
+                        (f + 1) * frame_len
+                    ),
+                });
+            }
+            let base = f * frame_len;
+            let (slope, icpt) = (r.slope, r.intercept);
+            Ok(match r.tile {
+                None => (0..frame_len)
+                    .map(|i| (fmt.value(samples.raw(fmt.bits_allocated, base + i)) * slope + icpt) as f32)
+                    .collect(),
+                Some((t, m)) => {
+                    let (tr, tc) = (fmt.rows / m as usize, fmt.cols / m as usize);
+                    let (y0, x0) = ((t / m) as usize * tr, (t % m) as usize * tc);
+                    let mut out = Vec::with_capacity(tr * tc);
+                    for y in 0..tr {
+                        for x in 0..tc {
+                            let raw = samples.raw(fmt.bits_allocated, base + (y0 + y) * fmt.cols + x0 + x);
+                            out.push((fmt.value(raw) * slope + icpt) as f32);
+                        }
+                    }
+                    out
+                }
+            })
+        })
+        .collect()
+}

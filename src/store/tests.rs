@@ -1,0 +1,130 @@
+//! Store unit tests on a real SQLite file in a temporary folder.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn header(sop: &str, series: &str) -> InstanceFacts {
+    InstanceFacts {
+        sop_uid: sop.into(),
+        series_uid: series.into(),
+        study_uid: "1.2.3".into(),
+        patient_id: "P1".into(),
+        modality: Some("MR".into()),
+        instance_number: Some(1),
+        expected_count: None,
+        study_date: None,
+    }
+}
+
+fn arrived(name: &str, sha: &str) -> ArrivedFile {
+    ArrivedFile {
+        path: PathBuf::from(format!("/in/{name}")),
+        drop_folder: PathBuf::from("/in"),
+        size: 10,
+        mtime_ns: 5,
+        sha256: sha.into(),
+    }
+}
+
+fn job(key: &str, series: i64) -> NewJob {
+    NewJob {
+        kind: "convert".into(),
+        key: key.into(),
+        series_ref: Some(series),
+        payload: serde_json::json!({ "content_key": "k" }),
+        priority: 0,
+    }
+}
+
+#[test]
+fn migrations_apply_once_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    drop(s);
+    let s = Store::open_in(dir.path()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn instances_duplicates_and_known_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let a = arrived("a.dcm", "aa");
+    assert!(matches!(s.record_instance(&a, &header("1", "S")).unwrap(), Recorded::Instance { reopened: false, .. }));
+    assert!(s.is_known_file(&a.path, 10, 5).unwrap());
+    assert!(!s.is_known_file(&a.path, 11, 5).unwrap());
+    let same = arrived("b.dcm", "aa");
+    assert!(matches!(
+        s.record_instance(&same, &header("1", "S")).unwrap(),
+        Recorded::Duplicate { identical: true, .. }
+    ));
+    let other = arrived("c.dcm", "cc");
+    let Recorded::Duplicate { instance_id, identical, .. } = s.record_instance(&other, &header("1", "S")).unwrap()
+    else {
+        panic!("expected a duplicate")
+    };
+    assert!(!identical);
+    let q = s.record_quarantine(
+        &other,
+        &PathBuf::from("/q/x"),
+        "duplicate",
+        "same SOP",
+        Some((instance_id, "1", false)),
+        &[],
+    );
+    assert!(q.is_ok());
+    let st = s.status(10).unwrap();
+    assert_eq!((st.instances, st.duplicates, st.quarantined), (1, 1, 1));
+    assert!(s.unfinished_quarantine(&other.path, 10, 5).unwrap().is_some());
+}
+
+#[test]
+fn ready_enqueues_once_and_late_arrival_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    s.record_instance(&arrived("a", "aa"), &header("1", "S")).unwrap();
+    let due = s.due_series(0.0).unwrap();
+    assert_eq!(due.len(), 1);
+    let r = s.mark_ready(due[0].0, "quiet", |r| vec![job(&format!("convert:{}", r.content_key), r.id)]).unwrap();
+    let r = r.expect("ready");
+    // Marking again does nothing: the series is no longer receiving.
+    assert!(s.mark_ready(r.id, "quiet", |_| panic!("not called")).unwrap().is_none());
+    assert!(!s.enqueue(&job(&format!("convert:{}", r.content_key), r.id)).unwrap());
+    // A late instance reopens the series and changes its content key.
+    let rec = s.record_instance(&arrived("b", "bb"), &header("2", "S")).unwrap();
+    assert!(matches!(rec, Recorded::Instance { reopened: true, .. }));
+    let r2 = s.mark_ready(r.id, "commit", |_| vec![]).unwrap().expect("ready again");
+    assert_ne!(r.content_key, r2.content_key);
+    assert_eq!(r2.instance_count, 2);
+}
+
+#[test]
+fn claim_fail_retry_dead_and_operator_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    s.record_instance(&arrived("a", "aa"), &header("1", "S")).unwrap();
+    let sid = s.series_id("S").unwrap().unwrap();
+    assert!(s.enqueue(&job("j1", sid)).unwrap());
+    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    assert_eq!(j.attempts, 1);
+    assert!(s.claim(&["convert"]).unwrap().is_none(), "running jobs are not claimed twice");
+    s.fail(&j, "boom", Some(now() + 100.0)).unwrap();
+    assert!(s.claim(&["convert"]).unwrap().is_none(), "not due yet");
+    assert!(s.next_due_in(&["convert"]).unwrap().unwrap() > 50.0);
+    s.job_retry(j.id).unwrap();
+    let j = s.claim(&["convert"]).unwrap().expect("due after retry");
+    assert_eq!(j.attempts, 1, "retry resets the attempt budget");
+    s.fail(&j, "fatal", None).unwrap();
+    let dead = s.jobs_list(Some(JobState::Dead), 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("fatal"));
+    assert!(s.job_cancel(j.id).is_err(), "a dead job cannot be cancelled");
+    assert!(s.job_retry(999).unwrap_err().to_string().contains("999"));
+    // A crash while running: requeue_running makes it pending again.
+    s.job_retry(j.id).unwrap();
+    let _ = s.claim(&["convert"]).unwrap().expect("claimed");
+    assert_eq!(s.requeue_running().unwrap(), 1);
+    assert!(s.claim(&["convert"]).unwrap().is_some());
+}

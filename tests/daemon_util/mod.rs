@@ -1,0 +1,178 @@
+//! Shared helpers for the daemon tests: a temporary installation (config + folders), starting the real `ldae`
+//! binary, asking it for `status --json`, and making distinct DICOM series from the test series by rewriting UIDs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ldae");
+
+/// The test series shipped in tests/data/daemon/axial, sorted by name (= slice order).
+pub fn axial_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/daemon/axial");
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("tests/data/daemon/axial").flatten().map(|e| e.path()).collect();
+    v.sort();
+    v
+}
+
+/// A temporary ldae installation.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// Folders under a temp dir; `extra` is appended to the TOML (e.g. a `[hooks]` section).
+    pub fn new(quiet_secs: f64, settle_secs: f64, extra: &str) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("ldae.toml");
+        let text = format!(
+            "[paths]\nincoming = [\"{d}/incoming\"]\nstate = \"{d}/state\"\nquarantine = \"{d}/quarantine\"\n\
+             archive = \"{d}/archive\"\noutputs = \"{d}/outputs\"\n\
+             [intake]\nsettle_secs = {settle_secs}\nrescan_secs = 2\nmin_free_mib = 1\n\
+             [stability]\nquiet_secs = {quiet_secs}\n\
+             [model]\ndir = \"{d}/no-model\"\n\
+             [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n{extra}",
+            d = dir.path().display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        std::fs::create_dir_all(dir.path().join("incoming")).expect("incoming");
+        Env { dir, config }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Start `ldae serve`; its log goes to `serve-<n>.log`.
+    pub fn start(&self, n: usize) -> Child {
+        let log = std::fs::File::create(self.path(&format!("serve-{n}.log"))).expect("log file");
+        Command::new(BIN)
+            .args(["--config", self.config.to_str().expect("utf-8"), "--log", "info", "serve"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ldae serve")
+    }
+
+    /// Run `ldae <args>` with this config; (exit code, stdout, stderr).
+    pub fn ldae(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(["--config", self.config.to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("run ldae");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `ldae status --json`, or None before the database exists.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let (code, out, _) = self.ldae(&["status", "--json", "--series", "1000"]);
+        if code != 0 {
+            return None;
+        }
+        serde_json::from_str(&out).ok()
+    }
+
+    /// All logs so far (for failure messages).
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in 0..200 {
+            if let Ok(t) = std::fs::read_to_string(self.path(&format!("serve-{n}.log"))) {
+                s.push_str(&format!(
+                    "--- serve-{n}.log\n{}\n",
+                    t.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Poll `f` until it returns Some or `secs` pass.
+pub fn wait_for<T>(secs: f64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// SIGTERM, then wait (at most `secs`) for a clean exit; returns the exit code.
+pub fn terminate(child: &mut Child, secs: f64) -> Option<i32> {
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_for(secs, || child.try_wait().ok().flatten()).map(|s| s.code().unwrap_or(-1))
+}
+
+/// Files (recursively) under a folder.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Write `bytes` to `dst` the way a slow sender does: in `chunks` pieces with `pause` between, through one open
+/// file (so size and mtime keep changing until the end).
+pub fn write_slowly(dst: &Path, bytes: &[u8], chunks: usize, pause: Duration) {
+    if let Some(p) = dst.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    let mut f = std::fs::File::create(dst).expect("create");
+    let step = bytes.len().div_ceil(chunks.max(1));
+    for (i, c) in bytes.chunks(step).enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        f.write_all(c).expect("write");
+        f.flush().expect("flush");
+    }
+}
+
+/// A copy of the DICOM file `src` as instance `index` of a new series `tag` (new Study/Series/SOP UIDs), as bytes.
+pub fn rewrite_uids(src: &Path, tag: u32, index: usize) -> Vec<u8> {
+    let mut obj = dicom_object::open_file(src).expect("open test DICOM");
+    let study = format!("2.25.9{tag:04}1");
+    let series = format!("2.25.9{tag:04}2");
+    let sop = format!("2.25.9{tag:04}3{index:04}");
+    let ui = |t, v: &str| DataElement::new(t, VR::UI, PrimitiveValue::from(v));
+    obj.put(ui(tags::STUDY_INSTANCE_UID, &study));
+    obj.put(ui(tags::SERIES_INSTANCE_UID, &series));
+    obj.put(ui(tags::SOP_INSTANCE_UID, &sop));
+    obj.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(format!("CRASH{}", tag % 5))));
+    obj.meta_mut().media_storage_sop_instance_uid = sop.clone();
+    obj.meta_mut().update_information_group_length();
+    let mut out = Vec::new();
+    obj.write_all(&mut out).expect("write DICOM");
+    out
+}
+
+/// The series UID `rewrite_uids` gives series `tag`.
+pub fn series_uid(tag: u32) -> String {
+    format!("2.25.9{tag:04}2")
+}

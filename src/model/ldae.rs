@@ -133,7 +133,8 @@ impl Ldae {
         self.encoder.forward(&axial).ctx("semantic encoder")
     }
 
-    fn unet_step(&self, x: &Tensor, t: f32, y: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+    /// One ShiftUNet forward `(eps, shift)` at DDPM timestep `t` (float32 in and out, the network in its dtype).
+    pub fn denoise(&self, x: &Tensor, t: f32, y: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         let (eps, shift) = self.unet.forward(&x.to_dtype(self.dtype).ctx("cast")?, &[t], y).ctx("ShiftUNet forward")?;
         Ok((eps.to_dtype(DType::F32).ctx("cast")?, shift.to_dtype(DType::F32).ctx("cast")?))
     }
@@ -143,7 +144,7 @@ impl Ldae {
         let tables = self.tables(steps)?;
         let mut x = z0.clone();
         for j in 0..tables.steps() {
-            let (eps, shift) = self.unet_step(&x, tables.model_t(j), y)?;
+            let (eps, shift) = self.denoise(&x, tables.model_t(j), y)?;
             x = tables.invert_step(&x, &eps, &shift, j).ctx("DDIM inversion step")?;
             progress("invert", j + 1, tables.steps());
         }
@@ -155,7 +156,7 @@ impl Ldae {
         let tables = self.tables(steps)?;
         let mut x = x_t.clone();
         for (k, j) in (1..=tables.steps()).rev().enumerate() {
-            let (eps, shift) = self.unet_step(&x, tables.model_t(j), y)?;
+            let (eps, shift) = self.denoise(&x, tables.model_t(j), y)?;
             x = tables.sample_step(&x, &eps, &shift, j).ctx("DDIM sampling step")?;
             progress("sample", k + 1, tables.steps());
         }

@@ -3,6 +3,7 @@
 //! interpolation and manipulation; weights loading (`.pth` and safetensors); 3-D ops on CPU and CUDA.
 
 pub mod autoencoder;
+pub mod codes;
 pub mod config;
 pub mod convnext;
 pub mod ddim;

@@ -40,7 +40,7 @@ impl Pool {
 pub fn run_one(store: &Store, cfg: &Config, pool: Pool, job: Job) {
     let started = std::time::Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
-        Pool::Model => stages::run_model(store, cfg, &job),
+        Pool::Model => super::stage_encode::run(store, cfg, &job),
         Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, &job),
     }))
     .unwrap_or_else(|p| {

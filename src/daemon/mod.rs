@@ -13,6 +13,8 @@ pub mod jobs;
 pub mod quarantine;
 pub mod run;
 pub mod stability;
+pub mod stage_encode;
+pub mod stage_preprocess;
 pub mod stages;
 pub mod systemd;
 pub mod watch;

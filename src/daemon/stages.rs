@@ -1,5 +1,6 @@
 //! The stages a job runs, each a small adapter from a job row to a library call and back to a [`Completion`]:
-//! convert (dicom) → archive (after_commit) and preprocess (preprocess) → encode (model), plus hook calls.
+//! convert (dicom) → archive (after_commit) and preprocess (`stage_preprocess.rs`) → encode (`stage_encode.rs`,
+//! on the model thread), plus hook calls.
 //!
 //! Contract for every stage: it is idempotent and keyed by content. Its outputs are named by the content key of
 //! its input (the series' instance hashes, the volume's SHA-256, the model id/version), written atomically, and
@@ -59,11 +60,6 @@ pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob
     jobs
 }
 
-/// Why registration cannot run in this build/config, if it cannot (the series is then stored without codes).
-pub fn preprocess_unavailable(_cfg: &Config) -> Option<String> {
-    Some("registration stage not built into this ldae yet".into())
-}
-
 fn content_key(job: &Job) -> Result<String, StageError> {
     job.payload
         .get("content_key")
@@ -81,6 +77,7 @@ pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, Sta
     match job.kind.as_str() {
         "convert" => convert(store, cfg, job),
         "archive" => archive(store, cfg, job),
+        "preprocess" => super::stage_preprocess::run(store, cfg, job),
         "hook" => hook(cfg, job),
         other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
     }
@@ -137,12 +134,18 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
             priority: 5,
         });
     }
-    let (state, note, finished) = match preprocess_unavailable(cfg) {
+    let (state, note, finished) = match super::stage_preprocess::unavailable(cfg) {
         Some(why) => {
+            tracing::info!(series = %series.series_uid, "{why}: series stored without codes");
             let n = [note, Some(format!("stored without codes: {why}"))].into_iter().flatten().collect::<Vec<_>>();
             ("stored_without_codes", Some(n.join("; ")), true)
         }
-        None => ("converted", note, false),
+        None => {
+            for v in &c.volumes {
+                c.next.push(super::stage_preprocess::job_for(series.id, &key, &v.path, &v.sha256));
+            }
+            ("converted", note, false)
+        }
     };
     c.series = Some(SeriesUpdate { series_ref: series.id, content_key: key, state: state.into(), note, finished });
     Ok(c)
@@ -200,28 +203,4 @@ fn hook(cfg: &Config, job: &Job) -> Result<Completion, StageError> {
     let timeout = std::time::Duration::from_secs_f64(cfg.hooks.timeout_secs);
     super::hooks::run_hook(Path::new(cmd), &event, timeout).map_err(StageError::Retry)?;
     Ok(Completion::default())
-}
-
-/// encode: the model input → codes, on the model thread. Without an installed model the series is stored
-/// without codes (logged), so `ldae serve` works before weights are installed.
-pub fn run_model(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let key = content_key(job)?;
-    let series_ref = series_of(job)?;
-    let cfg_json = cfg.model.dir.join("config.json");
-    let why = if cfg_json.exists() {
-        "the encode stage is not built into this ldae yet".to_string()
-    } else {
-        format!("no model installed at {}", cfg.model.dir.display())
-    };
-    tracing::info!(job = job.id, "{why}: series stored without codes");
-    Ok(Completion {
-        series: Some(SeriesUpdate {
-            series_ref,
-            content_key: key,
-            state: "stored_without_codes".into(),
-            note: Some(format!("stored without codes: {why}")),
-            finished: true,
-        }),
-        ..Completion::default()
-    })
 }

@@ -58,6 +58,7 @@ impl Env {
              archive = \"{d}/archive\"\noutputs = \"{d}/outputs\"\n\
              [intake]\nsettle_secs = {settle}\nrescan_secs = 2\n{intake}\n\
              [stability]\nquiet_secs = {quiet}\n\
+             [preprocess]\ntemplate = \"{d}/no-template.nii.gz\"\n\
              [model]\ndir = \"{d}/no-model\"\n\
              [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n{extra}",
             d = self.dir.path().display(),

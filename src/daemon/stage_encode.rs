@@ -1,0 +1,148 @@
+//! The encode stage adapter, run on the one model thread: a model input → LDAE codes
+//! (`y_sem`, `x_T`, latent) saved as safetensors beside the input, and an embeddings row keyed by model id +
+//! version + preprocessing hash. The model is loaded once per model directory and kept for the thread's life.
+//! Without an installed model (no `config.json` in `model.dir`) the series is stored without codes, logged.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Config, DeviceKind};
+use crate::model::ldae::{no_progress, Ldae};
+use crate::store::{Completion, Job, NewEmbedding, SeriesUpdate, Store};
+
+use super::files::{sha256_bytes, sha256_file};
+use super::hooks::hook_jobs;
+use super::stages::StageError;
+
+/// A loaded model: its directory, id (folder name), version (hash of its config and weight files) and device.
+struct Loaded {
+    dir: PathBuf,
+    device: DeviceKind,
+    id: String,
+    version: String,
+    model: Ldae,
+}
+
+thread_local! {
+    static MODEL: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+}
+
+/// Model version: SHA-256 over the names and hashes of `config.json` and every `*.safetensors`/`*.pth` file.
+fn model_version(dir: &Path) -> Result<String, StageError> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| StageError::Permanent(format!("{}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            n == "config.json" || n.ends_with(".safetensors") || n.ends_with(".pth")
+        })
+        .collect();
+    names.sort();
+    let mut all = String::new();
+    for p in names {
+        let h = sha256_file(&p).map_err(|e| StageError::Retry(format!("{}: {e}", p.display())))?;
+        all.push_str(&format!("{} {h}\n", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    }
+    Ok(sha256_bytes(all.as_bytes())[..16].to_string())
+}
+
+fn load(cfg: &Config) -> Result<Loaded, StageError> {
+    let device = match cfg.model.device {
+        DeviceKind::Cpu => Device::Cpu,
+        DeviceKind::Cuda => {
+            Device::new_cuda(0).map_err(|e| StageError::Permanent(format!("model.device = cuda: {e}")))?
+        }
+    };
+    let model = Ldae::load(&cfg.model.dir, &device, DType::F32)
+        .map_err(|e| StageError::Permanent(format!("loading model {}: {e}", cfg.model.dir.display())))?;
+    let id = cfg.model.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    tracing::info!(model = %cfg.model.dir.display(), "model loaded on the model thread");
+    Ok(Loaded {
+        dir: cfg.model.dir.clone(),
+        device: cfg.model.device,
+        id,
+        version: model_version(&cfg.model.dir)?,
+        model,
+    })
+}
+
+fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
+    job.payload
+        .get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no {key}", job.id)))
+}
+
+/// Run it (on the model thread only).
+pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let key = text(job, "content_key")?.to_string();
+    let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
+    if !cfg.model.dir.join("config.json").is_file() {
+        let why = format!("no model installed at {}", cfg.model.dir.display());
+        tracing::info!(job = job.id, "{why}: series stored without codes");
+        return Ok(Completion {
+            series: Some(SeriesUpdate {
+                series_ref,
+                content_key: key,
+                state: "stored_without_codes".into(),
+                note: Some(format!("stored without codes: {why}")),
+                finished: true,
+            }),
+            ..Completion::default()
+        });
+    }
+    let input_path = PathBuf::from(text(job, "model_input")?);
+    let volume_sha = text(job, "volume_sha256")?.to_string();
+    let ph = text(job, "preprocess_hash")?.to_string();
+    let input = crate::nifti::read_nifti(&input_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    MODEL.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if !slot.as_ref().is_some_and(|m| m.dir == cfg.model.dir && m.device == cfg.model.device) {
+            *slot = Some(load(cfg)?);
+        }
+        let Some(m) = slot.as_ref() else { return Err(StageError::Retry("model not loaded".into())) };
+        let [x, y, z] = input.shape();
+        let data: Vec<f32> = input.data.as_standard_layout().iter().copied().collect();
+        let err = |e: candle_core::Error| StageError::Permanent(format!("{}: {e}", input_path.display()));
+        let t = Tensor::from_vec(data, (1, 1, x, y, z), &Device::Cpu).map_err(err)?;
+        let codes = m
+            .model
+            .encode(&t, cfg.model.steps, &no_progress)
+            .map_err(|e| StageError::Permanent(format!("encoding {}: {e}", input_path.display())))?;
+        let dir = input_path.parent().unwrap_or(Path::new("."));
+        let codes_path = dir.join(format!("codes-{}-{}.safetensors", super::files::safe_component(&m.id), m.version));
+        crate::model::codes::save_codes(&codes_path, &codes, &input.affine, cfg.model.steps)
+            .map_err(|e| StageError::Retry(e.to_string()))?;
+        let y_sem = codes.y_sem.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>());
+        let y_sem = y_sem.map_err(err)?;
+        let series_uid = job.series_uid.clone().unwrap_or_default();
+        Ok(Completion {
+            embedding: Some(NewEmbedding {
+                volume_sha256: volume_sha,
+                preprocess_hash: ph,
+                model_id: m.id.clone(),
+                model_version: m.version.clone(),
+                path: codes_path.to_string_lossy().into_owned(),
+                y_sem,
+            }),
+            series: Some(SeriesUpdate {
+                series_ref,
+                content_key: key.clone(),
+                state: "encoded".into(),
+                note: None,
+                finished: true,
+            }),
+            next: hook_jobs(
+                &cfg.hooks,
+                "series_encoded",
+                &format!("{key}:{}", m.version),
+                Some(series_ref),
+                serde_json::json!({ "series_uid": series_uid, "codes": codes_path, "model_id": m.id, "model_version": m.version }),
+            ),
+            ..Completion::default()
+        })
+    })
+}

@@ -1,0 +1,136 @@
+//! The preprocess stage adapter: a converted volume → registration to the template + the model's exact input
+//! ([`crate::preprocess::preprocess_volume`]), written under `outputs/<series>/<key>/reg-<hash>/`.
+//!
+//! Keyed by content: the volume's SHA-256 and the preprocessing hash (template files, `[preprocess]` config,
+//! the model's input grid, ldae version). Without an installed model the paper's input grid is used, so a
+//! series is still registered and only the encode step is skipped.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::model::config::ModelConfig;
+use crate::preprocess::template::Template;
+use crate::store::{Completion, Job, NewJob, NewRegistration, SeriesUpdate, Store};
+
+use super::files::{file_stamp, sha256_bytes};
+use super::stages::StageError;
+
+/// Why registration cannot run with this config (the series is then stored without codes), if it cannot.
+pub fn unavailable(cfg: &Config) -> Option<String> {
+    for p in [&cfg.preprocess.template, &cfg.preprocess.template_mask] {
+        if !p.is_file() {
+            return Some(format!("template file {} not found", p.display()));
+        }
+    }
+    None
+}
+
+/// The model config whose input grid the model input is built for (the paper's when no model is installed).
+fn model_config(cfg: &Config) -> Result<ModelConfig, StageError> {
+    let path = cfg.model.dir.join("config.json");
+    if !path.exists() {
+        return Ok(ModelConfig::paper());
+    }
+    ModelConfig::load(&path).map_err(|e| StageError::Permanent(e.to_string()))
+}
+
+/// The preprocessing hash: everything that changes the model input.
+pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> String {
+    let stamp = |p: &Path| file_stamp(p).map(|(s, m)| format!("{s}:{m}")).unwrap_or_default();
+    let key = serde_json::json!({
+        "preprocess": cfg.preprocess,
+        "template": stamp(&cfg.preprocess.template),
+        "template_mask": stamp(&cfg.preprocess.template_mask),
+        "pixdim": model.data.pixdim,
+        "resize_to": model.data.resize_to,
+        "ldae": crate::VERSION,
+    });
+    sha256_bytes(key.to_string().as_bytes())
+}
+
+type Cached = Mutex<Option<((PathBuf, PathBuf, String), Arc<Template>)>>;
+static TEMPLATE: Cached = Mutex::new(None);
+
+/// The template, loaded once per (paths, file stamps) and shared by the CPU workers.
+fn template(cfg: &Config) -> Result<Arc<Template>, StageError> {
+    let p = &cfg.preprocess;
+    let stamp = format!("{:?}{:?}", file_stamp(&p.template), file_stamp(&p.template_mask));
+    let key = (p.template.clone(), p.template_mask.clone(), stamp);
+    let mut slot = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, t)) = slot.as_ref() {
+        if *k == key {
+            return Ok(t.clone());
+        }
+    }
+    let t = Arc::new(Template::load(&p.template, &p.template_mask).map_err(|e| StageError::Permanent(e.to_string()))?);
+    *slot = Some((key, t.clone()));
+    Ok(t)
+}
+
+fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
+    job.payload
+        .get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no {key}", job.id)))
+}
+
+/// The preprocess job for one converted volume.
+pub fn job_for(series_ref: i64, content_key: &str, volume_path: &str, volume_sha: &str) -> NewJob {
+    NewJob {
+        kind: "preprocess".into(),
+        key: format!("preprocess:{volume_sha}"),
+        series_ref: Some(series_ref),
+        payload: serde_json::json!({ "content_key": content_key, "volume": volume_path, "volume_sha256": volume_sha }),
+        priority: 8,
+    }
+}
+
+/// Run it.
+pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+    let key = text(job, "content_key")?.to_string();
+    let volume_path = PathBuf::from(text(job, "volume")?);
+    let volume_sha = text(job, "volume_sha256")?.to_string();
+    let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
+    let model = model_config(cfg)?;
+    let ph = preprocess_hash(cfg, &model);
+    let native = crate::nifti::read_nifti(&volume_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    let template = template(cfg)?;
+    let out = crate::preprocess::preprocess_volume(&native, &template, &model, &cfg.preprocess)
+        .map_err(|e| StageError::Permanent(format!("{}: {e}", volume_path.display())))?;
+    let dir = volume_path.parent().unwrap_or(Path::new(".")).join(format!("reg-{}", &ph[..16]));
+    let stem = volume_path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
+    let transform_path = dir.join(format!("{stem}_template_to_native.txt"));
+    let input_path = dir.join(format!("{stem}_model_input.nii.gz"));
+    out.transform.write(&transform_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    crate::nifti::write_nifti(&input_path, &out.model_input).map_err(|e| StageError::Retry(e.to_string()))?;
+    let encode = NewJob {
+        kind: "encode".into(),
+        key: format!("encode:{volume_sha}:{ph}:{}", sha256_bytes(cfg.model.dir.to_string_lossy().as_bytes())),
+        series_ref: Some(series_ref),
+        payload: serde_json::json!({
+            "content_key": key,
+            "volume_sha256": volume_sha,
+            "preprocess_hash": ph,
+            "model_input": input_path,
+        }),
+        priority: 6,
+    };
+    Ok(Completion {
+        registration: Some(NewRegistration {
+            volume_sha256: volume_sha,
+            preprocess_hash: ph,
+            transform_path: transform_path.to_string_lossy().into_owned(),
+            model_input_path: input_path.to_string_lossy().into_owned(),
+        }),
+        series: Some(SeriesUpdate {
+            series_ref,
+            content_key: key,
+            state: "registered".into(),
+            note: Some(format!("registered (mutual information {:.3})", out.mi)),
+            finished: false,
+        }),
+        next: vec![encode],
+        ..Completion::default()
+    })
+}

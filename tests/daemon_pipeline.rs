@@ -117,11 +117,27 @@ fn series_dropped_slowly_is_converted_archived_and_reported() {
     assert_ne!(code, 0, "purging twice is an error");
     assert!(err.contains("not held"), "{err}");
 
+    // Requeue: the file goes back to where it came from, is taken in again and (still bad) quarantined anew.
+    let second = q[1]["id"].as_i64().expect("id").to_string();
+    let (code, out, err) = env.ldae(&["quarantine", "requeue", &second, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let back: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(back["path"], q[1]["original_path"]);
+    let again = wait_for(20.0, || {
+        let (_, out, _) = env.ldae(&["quarantine", "list", "--json", "--all"]);
+        let all: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let all = all.as_array()?.clone();
+        let requeued = all.iter().any(|e| e["id"] == q[1]["id"] && e["state"] == "requeued");
+        let held_again = all.iter().any(|e| e["original_path"] == q[1]["original_path"] && e["state"] == "held");
+        (requeued && held_again && all.len() == 4).then_some(())
+    });
+    assert!(again.is_some(), "requeued file not quarantined again\n{}", env.logs());
+
     // Hooks: series_ready and file_quarantined arrived as JSON lines on stdin.
     let events = wait_for(15.0, || {
         let t = std::fs::read_to_string(hook_out.path().join("events.jsonl")).ok()?;
         let ev: Vec<serde_json::Value> = t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        (ev.iter().filter(|e| e["event"] == "file_quarantined").count() == 3
+        (ev.iter().filter(|e| e["event"] == "file_quarantined").count() == 4
             && ev.iter().any(|e| e["event"] == "series_ready" && e["series_uid"] == uid))
         .then_some(ev)
     });
@@ -169,5 +185,44 @@ fn commit_forces_a_quiet_series_and_restart_keeps_it_pending() {
     let (code, _, err) = env.ldae(&["commit", &uid]);
     assert_ne!(code, 0, "committing a finished series is an error");
     assert!(err.contains("already committed"), "{err}");
+    assert_eq!(terminate(&mut daemon, 20.0), Some(0));
+}
+
+#[test]
+fn a_series_the_converter_refuses_is_dead_lettered_with_its_reason_and_can_be_retried() {
+    let env = Env::new(1.0, 0.3, "");
+    let mut daemon = env.start(0);
+    // Two slices: fewer than convert.min_slices (3). The converter refuses it; that will not change on retry.
+    std::fs::create_dir_all(env.path("incoming/short")).expect("mkdir");
+    for (i, f) in axial_files().iter().take(2).enumerate() {
+        std::fs::write(env.path(&format!("incoming/short/{i}.dcm")), rewrite_uids(f, 41, i)).expect("write");
+    }
+    let uid = series_uid(41);
+    let failed = wait_for(30.0, || {
+        let st = env.status()?;
+        let s = series_of(&st, &uid)?.clone();
+        (s["state"] == "failed").then_some((st, s))
+    });
+    let Some((st, s)) = failed else { panic!("series not failed: {:?}\n{}", env.status(), env.logs()) };
+    assert!(s["note"].as_str().unwrap_or("").contains("too few slices"), "{s}");
+    let err = &st["last_errors"][0];
+    assert_eq!(err["kind"], "convert");
+    assert_eq!(err["state"], "dead");
+    assert_eq!(err["attempts"], 1, "a permanent error is not retried automatically");
+    let (code, out, _) = env.ldae(&["jobs", "list", "--state", "dead", "--json"]);
+    assert_eq!(code, 0);
+    let dead: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let id = dead[0]["id"].as_i64().expect("dead job id");
+    let (code, _, err) = env.ldae(&["jobs", "retry", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let again = wait_for(20.0, || {
+        let st = env.status()?;
+        let j = st["last_errors"].as_array()?.iter().find(|j| j["id"] == id)?.clone();
+        (j["state"] == "dead" && series_of(&st, &uid)?["state"] == "failed").then_some(())
+    });
+    assert!(again.is_some(), "retried job did not run again: {:?}", env.status());
+    let (code, _, err) = env.ldae(&["jobs", "cancel", &id.to_string()]);
+    assert_ne!(code, 0, "a dead job cannot be cancelled");
+    assert!(err.contains("dead"), "{err}");
     assert_eq!(terminate(&mut daemon, 20.0), Some(0));
 }

@@ -65,7 +65,9 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
         let hooks = hook_jobs(
             &cfg.hooks,
             "file_quarantined",
-            &file.sha256,
+            // Unique per quarantine event (enqueued in its transaction): a requeued file quarantined again
+            // is a new event.
+            &format!("{}:{}", file.sha256, crate::store::now()),
             None,
             serde_json::json!({ "path": file.path, "reason": reason, "detail": detail }),
         );

@@ -272,6 +272,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// One job by id.
+    pub fn job(&self, id: i64) -> Result<Job, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
+            [id],
+            job_from_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("job {id} does not exist")))
+    }
+
     /// Operator retry: a dead, cancelled or waiting job runs again now with a fresh attempt budget.
     pub fn job_retry(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();

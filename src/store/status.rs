@@ -118,12 +118,15 @@ impl Store {
 
     /// The latest jobs that recorded an error (waiting for a retry or dead).
     fn jobs_with_errors(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let mut jobs: Vec<Job> = self
-            .jobs_list(None, 10_000)?
-            .into_iter()
-            .filter(|j| j.last_error.is_some() && j.state != "done" && j.state != "cancelled")
-            .collect();
-        jobs.truncate(limit);
-        Ok(jobs)
+        let ids: Vec<i64> = {
+            let conn = self.lock();
+            let mut st = conn.prepare(
+                "SELECT id FROM jobs WHERE last_error IS NOT NULL AND state IN ('pending', 'running', 'dead') \
+                 ORDER BY updated_at DESC LIMIT ?1",
+            )?;
+            let ids = st.query_map([limit as i64], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+            ids
+        };
+        ids.into_iter().map(|id| self.job(id)).collect()
     }
 }

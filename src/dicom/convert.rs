@@ -116,7 +116,7 @@ pub fn convert_headers(headers: Vec<InstanceHeader>, cfg: &ConvertConfig) -> Con
                 c.file_stem = stem;
                 report.converted.push(c);
             }
-            Err(r) => report.rejected.push(r),
+            Err(mut r) => report.rejected.append(&mut r),
         }
     }
     report
@@ -152,7 +152,7 @@ fn convert_group(
     g: &StackGroup,
     cfg: &ConvertConfig,
     duplicates: &HashMap<String, Vec<PathBuf>>,
-) -> Result<ConvertedSeries, Rejection> {
+) -> Result<ConvertedSeries, Vec<Rejection>> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut seen = HashSet::new();
     for s in &g.slices {
@@ -160,8 +160,13 @@ fn convert_group(
             files.push(headers[s.header].path.clone());
         }
     }
-    let reject = |reason: RejectReason| Rejection { subject: group_subject(g), reason, files: files.clone() };
+    let reject = |reason: RejectReason| vec![Rejection { subject: group_subject(g), reason, files: files.clone() }];
     if g.slices.len() < cfg.min_slices {
+        // A lone file is more likely broken than short: report its own problem when it has one.
+        let broken = probe_files(headers, g, &files);
+        if !broken.is_empty() {
+            return Err(broken);
+        }
         return Err(reject(RejectReason::TooFewSlices { found: g.slices.len(), min: cfg.min_slices }));
     }
     let mut geoms = Vec::with_capacity(g.slices.len());
@@ -198,7 +203,7 @@ fn convert_group(
         per_file.entry(s.header).or_default().push((k, req));
     }
     let jobs: Vec<(usize, Vec<(usize, SliceRequest)>)> = per_file.into_iter().collect();
-    let decoded: Vec<Result<DecodedSlices, Rejection>> = jobs
+    let decoded: Vec<Result<DecodedSlices, Vec<Rejection>>> = jobs
         .par_iter()
         .map(|(hi, reqs)| {
             let h = &headers[*hi];
@@ -208,7 +213,7 @@ fn convert_group(
                 let mut rej = Rejection::from_error(&e);
                 rej.subject = format!("{} (file {})", group_subject(g), h.path.display());
                 rej.files = files.clone();
-                rej
+                vec![rej]
             })?;
             Ok(reqs.iter().map(|(k, _)| *k).zip(slices).collect())
         })
@@ -296,6 +301,24 @@ fn convert_group(
         file_stem: file_stem(first, &g.label),
         sources,
     })
+}
+
+/// Decode the first requested frame of each file of a (small) stack; each failure as a file rejection.
+fn probe_files(headers: &[InstanceHeader], g: &StackGroup, files: &[PathBuf]) -> Vec<Rejection> {
+    let mut done = HashSet::new();
+    let mut out = Vec::new();
+    for s in &g.slices {
+        if !done.insert(s.header) {
+            continue;
+        }
+        let req = SliceRequest { frame: s.frame, tile: s.tile, slope: 1.0, intercept: 0.0 };
+        if let Err(e) = decode_slices(&headers[s.header], &[req]) {
+            let mut r = Rejection::from_error(&e);
+            r.files = files.to_vec();
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// `<SeriesNumber>_<SeriesDescription>[_<split>]`, sanitised; never a patient name.

@@ -9,6 +9,7 @@
 
 pub mod convert;
 pub mod geometry;
+pub mod guard;
 pub mod jpeg12;
 pub mod pixels;
 pub mod read;

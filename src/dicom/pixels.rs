@@ -19,7 +19,7 @@ use super::read::{one_line, InstanceHeader};
 use super::DicomError;
 
 /// JPEG Extended (Process 2 & 4): 8- or 12-bit lossy JPEG.
-const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// What to cut out of a file: a frame, optionally one mosaic tile `(index, tiles per side)`, and its rescale.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,6 +125,7 @@ impl Samples<'_> {
 
 /// Open the whole file (pixels included).
 pub fn open_full(path: &Path) -> Result<DefaultDicomObject, DicomError> {
+    super::guard::check_lengths(path)?;
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })

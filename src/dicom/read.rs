@@ -12,6 +12,10 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
 
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::pixels::JPEG_EXTENDED;
 use super::DicomError;
 
 /// Siemens private "NumberOfImagesInMosaic" (group 0019, creator `SIEMENS MR HEADER`, element offset 0x0A).
@@ -141,6 +145,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
     if !meta.is_file() {
         return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
     }
+    super::guard::check_lengths(path)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -149,6 +154,13 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
     let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').trim().to_string();
     if sop_class == uids::MEDIA_STORAGE_DIRECTORY_STORAGE || obj.get(tags::DIRECTORY_RECORD_SEQUENCE).is_some() {
         return Err(DicomError::DicomDir { path: path.to_path_buf() });
+    }
+    match TransferSyntaxRegistry.get(&ts) {
+        None => return Err(DicomError::UnsupportedTransferSyntax { path: path.to_path_buf(), uid: ts }),
+        Some(t) if t.is_unsupported_pixel_encapsulation() || (!t.can_decode_all() && ts != JPEG_EXTENDED) => {
+            return Err(DicomError::UnsupportedTransferSyntax { path: path.to_path_buf(), uid: ts })
+        }
+        Some(_) => {}
     }
     let mut h = header_from_object(path, &obj)?;
     h.file_size = meta.len();

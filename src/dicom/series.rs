@@ -248,7 +248,7 @@ fn mosaic_slices(h: &InstanceHeader, i: usize) -> Result<(Vec<SliceRef>, (u32, u
         .ok_or_else(|| RejectReason::UnsupportedLayout { detail: "mosaic without NumberOfImagesInMosaic".into() })?;
     let (rows, cols) = (h.rows.unwrap_or(0), h.columns.unwrap_or(0));
     let m = (n as f64).sqrt().ceil() as u32;
-    if m == 0 || rows % m != 0 || cols % m != 0 {
+    if m == 0 || rows / m == 0 || cols / m == 0 || m * m < n {
         return Err(RejectReason::UnsupportedLayout {
             detail: format!("mosaic of {n} images does not tile {cols}x{rows}"),
         });
@@ -265,8 +265,10 @@ fn mosaic_slices(h: &InstanceHeader, i: usize) -> Result<(Vec<SliceRef>, (u32, u
         .or(base.slice_thickness)
         .filter(|s| *s > 0.0)
         .ok_or_else(|| RejectReason::MissingGeometry { detail: "mosaic without slice spacing".into() })?;
-    let dx = (cols - c) as f64 / 2.0 * ps[1];
-    let dy = (rows - r) as f64 / 2.0 * ps[0];
+    // The offset uses the fractional tile size (Columns/m), as the scanner's centre-of-mosaic convention does when
+    // Columns is not a multiple of m (e.g. 256 = 7 × 36.57); the tiles themselves are floor(Columns/m) wide.
+    let dx = (cols as f64 - cols as f64 / m as f64) / 2.0 * ps[1];
+    let dy = (rows as f64 - rows as f64 / m as f64) / 2.0 * ps[0];
     let corner = [0, 1, 2].map(|d| ipp[d] + rd[d] * dx + cd[d] * dy);
     let slices = (0..n)
         .map(|t| {

@@ -3,6 +3,9 @@
 //! file must be accounted for exactly once (one instance row, its file in the archive, nothing left in the drop
 //! folder, nothing quarantined or duplicated) and every series must have finished with one volume.
 //!
+//! A second run kills it while series are registered and encoded (the whole chain, demo model): every series
+//! ends encoded with exactly one embedding.
+//!
 //! The seed is printed; `LDAE_CRASH_SEED=<n>` replays a run.
 
 mod daemon_util;
@@ -103,4 +106,54 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let left = files_under(&env.path("incoming"));
     assert!(left.is_empty(), "seed {seed}: left in the drop folder: {left:?}");
     assert_eq!(terminate(&mut daemon, 20.0), Some(0), "seed {seed}");
+}
+
+#[test]
+fn kill_9_during_registration_and_encoding_leaves_one_embedding_per_series() {
+    let seed: u64 = std::env::var("LDAE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    println!("LDAE_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let env = Env::with_model(0.5, 0.2);
+    let src = axial_files();
+    const N: u32 = 3;
+    for tag in 0..N {
+        let dir = env.path(&format!("incoming/s{tag}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        // The whole brain (46 slices): registration needs it (an 8-slice slab is rightly refused).
+        for (i, f) in src.iter().enumerate() {
+            std::fs::write(dir.join(format!("{i}.dcm")), rewrite_uids(f, 100 + tag, i)).expect("write");
+        }
+    }
+    let mut daemon = env.start(0);
+    // Loading the template takes seconds in a debug build: kill late enough, sometimes, to land in the stages.
+    for n in 1..=3 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1500..7000)));
+        daemon.kill().expect("SIGKILL");
+        let _ = daemon.wait();
+        daemon = env.start(n);
+    }
+    let finished = wait_for(120.0, || {
+        let st = env.status()?;
+        let series = st["series"].as_array()?;
+        let done = series.len() == N as usize && series.iter().all(|s| s["state"] == "encoded" && s["embeddings"] == 1);
+        let busy = st["jobs"].as_array()?.iter().any(|j| j["state"] == "pending" || j["state"] == "running");
+        (done && !busy).then_some(st)
+    });
+    let Some(st) = finished else {
+        panic!("not every series encoded (seed {seed}); jobs {:?}\n{}", env.ldae(&["jobs", "list"]).1, env.logs())
+    };
+    assert_eq!(st["instances"], (N as usize * src.len()) as i64);
+    let db = rusqlite::Connection::open(env.path("state/ldae.sqlite")).expect("open db");
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(count("SELECT COUNT(*) FROM volumes"), N as i64, "seed {seed}");
+    assert_eq!(count("SELECT COUNT(*) FROM registrations"), N as i64, "seed {seed}");
+    assert_eq!(count("SELECT COUNT(*) FROM embeddings"), N as i64, "seed {seed}");
+    let mut q = db.prepare("SELECT path FROM embeddings").expect("prepare");
+    for p in q.query_map([], |r| r.get::<_, String>(0)).expect("query") {
+        let p = p.expect("row");
+        ldae::model::codes::load_codes(std::path::Path::new(&p)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    assert_eq!(terminate(&mut daemon, 30.0), Some(0), "seed {seed}");
 }

@@ -95,7 +95,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         });
     }
     let input_path = PathBuf::from(text(job, "model_input")?);
-    let volume_sha = text(job, "volume_sha256")?.to_string();
+    let volume_path = text(job, "volume")?.to_string();
     let ph = text(job, "preprocess_hash")?.to_string();
     let input = crate::nifti::read_nifti(&input_path).map_err(|e| StageError::Retry(e.to_string()))?;
     MODEL.with(|slot| {
@@ -121,7 +121,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         let series_uid = job.series_uid.clone().unwrap_or_default();
         Ok(Completion {
             embedding: Some(NewEmbedding {
-                volume_sha256: volume_sha,
+                volume_path,
                 preprocess_hash: ph,
                 model_id: m.id.clone(),
                 model_version: m.version.clone(),

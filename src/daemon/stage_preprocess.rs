@@ -79,7 +79,8 @@ fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
 pub fn job_for(series_ref: i64, content_key: &str, volume_path: &str, volume_sha: &str) -> NewJob {
     NewJob {
         kind: "preprocess".into(),
-        key: format!("preprocess:{volume_sha}"),
+        // The series content key too: two series may hold byte-identical volumes and each gets its own rows.
+        key: format!("preprocess:{content_key}:{volume_sha}"),
         series_ref: Some(series_ref),
         payload: serde_json::json!({ "content_key": content_key, "volume": volume_path, "volume_sha256": volume_sha }),
         priority: 8,
@@ -106,11 +107,11 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     crate::nifti::write_nifti(&input_path, &out.model_input).map_err(|e| StageError::Retry(e.to_string()))?;
     let encode = NewJob {
         kind: "encode".into(),
-        key: format!("encode:{volume_sha}:{ph}:{}", sha256_bytes(cfg.model.dir.to_string_lossy().as_bytes())),
+        key: format!("encode:{key}:{volume_sha}:{ph}:{}", sha256_bytes(cfg.model.dir.to_string_lossy().as_bytes())),
         series_ref: Some(series_ref),
         payload: serde_json::json!({
             "content_key": key,
-            "volume_sha256": volume_sha,
+            "volume": volume_path,
             "preprocess_hash": ph,
             "model_input": input_path,
         }),
@@ -118,7 +119,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     };
     Ok(Completion {
         registration: Some(NewRegistration {
-            volume_sha256: volume_sha,
+            volume_path: volume_path.to_string_lossy().into_owned(),
             preprocess_hash: ph,
             transform_path: transform_path.to_string_lossy().into_owned(),
             model_input_path: input_path.to_string_lossy().into_owned(),

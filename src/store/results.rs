@@ -17,19 +17,19 @@ pub struct NewVolume {
     pub sha256: String,
 }
 
-/// A registration + model input of a volume (found by the volume's SHA-256).
+/// A registration + model input of a volume (found by its path: two series can hold identical volumes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewRegistration {
-    pub volume_sha256: String,
+    pub volume_path: String,
     pub preprocess_hash: String,
     pub transform_path: String,
     pub model_input_path: String,
 }
 
-/// The codes of a model input (found by volume SHA-256 + preprocess hash).
+/// The codes of a model input (found by volume path + preprocess hash).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewEmbedding {
-    pub volume_sha256: String,
+    pub volume_path: String,
     pub preprocess_hash: String,
     pub model_id: String,
     pub model_version: String,
@@ -56,14 +56,14 @@ pub(super) fn insert_volume(tx: &Transaction<'_>, v: &NewVolume) -> Result<(), S
     Ok(())
 }
 
-fn volume_id(tx: &Transaction<'_>, sha: &str) -> Result<i64, StoreError> {
-    tx.query_row("SELECT id FROM volumes WHERE sha256 = ?1 ORDER BY id LIMIT 1", [sha], |r| r.get(0))
+fn volume_id(tx: &Transaction<'_>, path: &str) -> Result<i64, StoreError> {
+    tx.query_row("SELECT id FROM volumes WHERE path = ?1 ORDER BY id LIMIT 1", [path], |r| r.get(0))
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("volume with SHA-256 {sha}: not in the store")))
+        .ok_or_else(|| StoreError::NotFound(format!("volume {path}: not in the store")))
 }
 
 pub(super) fn insert_registration(tx: &Transaction<'_>, r: &NewRegistration) -> Result<(), StoreError> {
-    let vid = volume_id(tx, &r.volume_sha256)?;
+    let vid = volume_id(tx, &r.volume_path)?;
     tx.execute(
         "INSERT INTO registrations (volume_ref, preprocess_hash, transform_path, model_input_path, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (volume_ref, preprocess_hash) DO NOTHING",
@@ -73,7 +73,7 @@ pub(super) fn insert_registration(tx: &Transaction<'_>, r: &NewRegistration) -> 
 }
 
 pub(super) fn insert_embedding(tx: &Transaction<'_>, e: &NewEmbedding) -> Result<(), StoreError> {
-    let vid = volume_id(tx, &e.volume_sha256)?;
+    let vid = volume_id(tx, &e.volume_path)?;
     let rid: i64 = tx
         .query_row(
             "SELECT id FROM registrations WHERE volume_ref = ?1 AND preprocess_hash = ?2",
@@ -81,7 +81,7 @@ pub(super) fn insert_embedding(tx: &Transaction<'_>, e: &NewEmbedding) -> Result
             |r| r.get(0),
         )
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("registration of volume {}: not in the store", e.volume_sha256)))?;
+        .ok_or_else(|| StoreError::NotFound(format!("registration of volume {}: not in the store", e.volume_path)))?;
     let blob: Vec<u8> = e.y_sem.iter().flat_map(|x| x.to_le_bytes()).collect();
     tx.execute(
         "INSERT INTO embeddings (registration_ref, model_id, model_version, preprocess_hash, path, y_sem, created_at) \

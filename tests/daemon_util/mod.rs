@@ -31,6 +31,8 @@ pub struct Env {
     quiet_secs: f64,
     settle_secs: f64,
     extra: String,
+    /// The `[preprocess]` and `[model]` sections.
+    model: String,
 }
 
 impl Env {
@@ -46,8 +48,26 @@ impl Env {
         std::fs::create_dir_all(dir.path().join("incoming")).expect("incoming");
         let bin = dir.path().join("ldae");
         std::fs::copy(BIN, &bin).expect("copy the ldae binary");
-        let env = Env { dir, config, bin, quiet_secs, settle_secs, extra: extra.to_string() };
+        let model = format!(
+            "[preprocess]\ntemplate = \"{d}/no-template.nii.gz\"\n[model]\ndir = \"{d}/no-model\"",
+            d = dir.path().display()
+        );
+        let env = Env { dir, config, bin, quiet_secs, settle_secs, extra: extra.to_string(), model };
         env.write_config(intake);
+        env
+    }
+
+    /// Like [`Env::new`], with the repository's template and demo model (the whole chain runs).
+    pub fn with_model(quiet_secs: f64, settle_secs: f64) -> Env {
+        let mut env = Env::new(quiet_secs, settle_secs, "");
+        let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+        env.model = format!(
+            "[preprocess]\ntemplate = \"{}\"\ntemplate_mask = \"{}\"\n[model]\ndir = \"{}\"",
+            w.join("templates/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz").display(),
+            w.join("templates/mni152_brain_mask_nilearn_res1.nii.gz").display(),
+            w.join("demo").display()
+        );
+        env.write_config("min_free_mib = 1");
         env
     }
 
@@ -58,13 +78,13 @@ impl Env {
              archive = \"{d}/archive\"\noutputs = \"{d}/outputs\"\n\
              [intake]\nsettle_secs = {settle}\nrescan_secs = 2\n{intake}\n\
              [stability]\nquiet_secs = {quiet}\n\
-             [preprocess]\ntemplate = \"{d}/no-template.nii.gz\"\n\
-             [model]\ndir = \"{d}/no-model\"\n\
+             {model}\n\
              [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n{extra}",
             d = self.dir.path().display(),
             settle = self.settle_secs,
             quiet = self.quiet_secs,
             extra = self.extra,
+            model = self.model,
         );
         std::fs::write(&self.config, text).expect("write config");
     }

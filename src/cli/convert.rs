@@ -7,7 +7,8 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dicom::convert_paths;
-use crate::nifti::{write_nifti, write_sidecar};
+use crate::nifti::{nifti_bytes, write_sidecar};
+use crate::volume::Volume;
 
 /// Arguments of `ldae convert`.
 ///
@@ -37,7 +38,7 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
     for c in &report.converted {
         let nii = args.output.join(format!("{}.{ext}", c.file_stem));
         let json = args.output.join(format!("{}.json", c.file_stem));
-        write_nifti(&nii, &c.volume).with_context(|| format!("writing {}", nii.display()))?;
+        write_volume(&nii, &c.volume, args.uncompressed).with_context(|| format!("writing {}", nii.display()))?;
         write_sidecar(&json, &c.sidecar).with_context(|| format!("writing {}", json.display()))?;
         let [ni, nj, nk] = c.volume.shape();
         println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
@@ -46,4 +47,23 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("rejected: {r}");
     }
     Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Write a volume through a temporary sibling and a rename (readers never see half a file). Unlike the daemon's
+/// store, a one-shot conversion leaves flushing to the OS (no fsync), as dcm2niix does.
+fn write_volume(path: &Path, vol: &Volume, uncompressed: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bytes = nifti_bytes(vol, &format!("ldae {}", crate::VERSION));
+    let payload = if uncompressed {
+        bytes
+    } else {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes)?;
+        enc.finish()?
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &payload)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

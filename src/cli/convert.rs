@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dicom::convert_paths;
-use crate::nifti::{nifti_bytes, write_sidecar};
+use crate::nifti::nifti_bytes;
 use crate::volume::Volume;
 
 /// Arguments of `ldae convert`.
@@ -39,7 +39,8 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
         let nii = args.output.join(format!("{}.{ext}", c.file_stem));
         let json = args.output.join(format!("{}.json", c.file_stem));
         write_volume(&nii, &c.volume, args.uncompressed).with_context(|| format!("writing {}", nii.display()))?;
-        write_sidecar(&json, &c.sidecar).with_context(|| format!("writing {}", json.display()))?;
+        let text = serde_json::to_vec_pretty(&c.sidecar)?;
+        write_file(&json, &text).with_context(|| format!("writing {}", json.display()))?;
         let [ni, nj, nk] = c.volume.shape();
         println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
     }
@@ -50,7 +51,7 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Write a volume through a temporary sibling and a rename (readers never see half a file). Unlike the daemon's
-/// store, a one-shot conversion leaves flushing to the OS (no fsync), as dcm2niix does.
+/// store, a one-shot conversion leaves flushing to the OS (no fsync, for the sidecar too), as dcm2niix does.
 fn write_volume(path: &Path, vol: &Volume, uncompressed: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let bytes = nifti_bytes(vol, &format!("ldae {}", crate::VERSION));
@@ -61,9 +62,14 @@ fn write_volume(path: &Path, vol: &Volume, uncompressed: bool) -> anyhow::Result
         enc.write_all(&bytes)?;
         enc.finish()?
     };
+    write_file(path, &payload)
+}
+
+/// Temporary sibling + rename, no fsync.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &payload)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

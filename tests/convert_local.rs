@@ -69,3 +69,29 @@ fn shipped_series_convert_to_their_truths_with_sidecars() {
         assert!(!name.contains("SYNTH"), "no patient name in file names: {name}");
     }
 }
+
+#[test]
+fn read_header_gives_the_daemon_its_fields_without_pixels() {
+    let p = data_dir().join("series/explicit_vr_le/IM0005.dcm");
+    let h = ldae::dicom::read_header(&p).expect("header");
+    assert_eq!(h.sop_instance_uid, "2.25.40393987762525732637201666486877479830");
+    assert_eq!(h.series_instance_uid, "2.25.144642483842452152952603952631205656302");
+    assert_eq!(h.instance_number, Some(5));
+    assert_eq!(h.patient_id.as_deref(), Some("SYNTH-TS_EXPLICIT_VR_LE"));
+    assert_eq!(h.modality.as_deref(), Some("MR"));
+    assert_eq!(h.series_description.as_deref(), Some("TS_EXPLICIT_VR_LE"));
+    assert_eq!(h.acquisition_date.as_deref(), Some("20260101"));
+    assert_eq!(h.transfer_syntax, "1.2.840.10008.1.2.1");
+    assert_eq!((h.rows, h.columns, h.number_of_frames), (Some(48), Some(48), 1));
+    assert_eq!(h.frames.len(), 1);
+    assert_eq!(h.frames[0].position, Some([-94.0, -68.8224089185, -47.6443345836]));
+    // Enhanced MR: one FrameInfo per frame from the functional groups, each with its own position.
+    let e = ldae::dicom::read_header(&data_dir().join("series/enhanced_multiframe/ENH0001.dcm")).expect("enhanced");
+    assert_eq!(e.frames.len(), 40);
+    assert!(e.frames.iter().all(|f| f.position.is_some() && f.orientation.is_some() && f.pixel_spacing.is_some()));
+    assert_ne!(e.frames[0].position, e.frames[1].position);
+    // Errors name the file.
+    let bad = data_dir().join("bad/random_bytes.dcm");
+    let err = ldae::dicom::read_header(&bad).expect_err("random bytes");
+    assert!(err.to_string().contains("random_bytes.dcm"), "{err}");
+}

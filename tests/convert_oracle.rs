@@ -139,3 +139,31 @@ fn roundtrip_cases_match_truth_and_dcm2niix() {
 fn transfer_syntax_cases_match_truth_and_dcm2niix() {
     run_corpus("transfer_syntaxes");
 }
+
+#[test]
+fn resample_gaps_fills_the_missing_slice_and_marks_it() {
+    let Some(shared) = shared_dir() else {
+        println!("shared/ corpus not found (set LDAE_SHARED): skipping");
+        return;
+    };
+    let root = shared.join("testdata/synthetic/roundtrip");
+    let cfg = ConvertConfig { resample_gaps: true, ..ConvertConfig::default() };
+    let report = convert_paths(&dicom_files(&root.join("missing_slice")), &cfg);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(report.converted.len(), 1);
+    let c = &report.converted[0];
+    assert_eq!(c.volume.shape(), [48, 60, 46]);
+    let w = c.sidecar["Warnings"].to_string();
+    assert!(w.contains("RESAMPLED: 1 missing slice"), "{w}");
+    let d = &c.volume.data;
+    for (i, j) in [(10, 10), (24, 30), (30, 40)] {
+        let mid = 0.5 * (d[[i, j, 23]] + d[[i, j, 25]]);
+        assert!((d[[i, j, 24]] - mid).abs() < 1e-3, "slice 24 is the mean of its neighbours");
+    }
+    // Same grid as the complete axial series.
+    let axial = read_nifti(&root.join("axial/axial_truth.nii.gz")).expect("truth");
+    assert!(c.volume.affine.max_abs_diff(&axial.affine) < 1e-3, "{:?} vs {:?}", c.volume.affine, axial.affine);
+    // Non-uniform spacing is still refused.
+    let nonu = convert_paths(&dicom_files(&root.join("nonuniform_spacing")), &cfg);
+    assert!(nonu.converted.is_empty() && nonu.rejected.iter().any(|r| r.reason.code() == "nonuniform_spacing"));
+}

@@ -7,7 +7,8 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dicom::convert_paths;
-use crate::nifti::{write_nifti, write_sidecar};
+use crate::nifti::nifti_bytes;
+use crate::volume::Volume;
 
 /// Arguments of `ldae convert`.
 ///
@@ -37,8 +38,9 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
     for c in &report.converted {
         let nii = args.output.join(format!("{}.{ext}", c.file_stem));
         let json = args.output.join(format!("{}.json", c.file_stem));
-        write_nifti(&nii, &c.volume).with_context(|| format!("writing {}", nii.display()))?;
-        write_sidecar(&json, &c.sidecar).with_context(|| format!("writing {}", json.display()))?;
+        write_volume(&nii, &c.volume, args.uncompressed).with_context(|| format!("writing {}", nii.display()))?;
+        let text = serde_json::to_vec_pretty(&c.sidecar)?;
+        write_file(&json, &text).with_context(|| format!("writing {}", json.display()))?;
         let [ni, nj, nk] = c.volume.shape();
         println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
     }
@@ -46,4 +48,28 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("rejected: {r}");
     }
     Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Write a volume through a temporary sibling and a rename (readers never see half a file). Unlike the daemon's
+/// store, a one-shot conversion leaves flushing to the OS (no fsync, for the sidecar too), as dcm2niix does.
+fn write_volume(path: &Path, vol: &Volume, uncompressed: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bytes = nifti_bytes(vol, &format!("ldae {}", crate::VERSION));
+    let payload = if uncompressed {
+        bytes
+    } else {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes)?;
+        enc.finish()?
+    };
+    write_file(path, &payload)
+}
+
+/// Temporary sibling + rename, no fsync.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

@@ -188,7 +188,7 @@ fn convert_group(
     }
     let first = &headers[g.slices[0].header];
     let fallback = first.spacing_between_slices.or(g.slices[0].info.slice_thickness).unwrap_or(1.0);
-    let stack = stack_geometry(&geoms, cfg.spacing_tolerance, fallback).map_err(reject)?;
+    let stack = stack_geometry(&geoms, cfg.spacing_tolerance, fallback, cfg.resample_gaps).map_err(reject)?;
 
     // Decode: every file once, in parallel; each file yields its requested slices.
     let mut per_file: BTreeMap<usize, Vec<(usize, SliceRequest)>> = BTreeMap::new();
@@ -200,7 +200,7 @@ fn convert_group(
             slope: s.info.rescale_slope,
             intercept: s.info.rescale_intercept,
         };
-        per_file.entry(s.header).or_default().push((k, req));
+        per_file.entry(s.header).or_default().push((stack.slots[k], req));
     }
     let jobs: Vec<(usize, Vec<(usize, SliceRequest)>)> = per_file.into_iter().collect();
     let decoded: Vec<Result<DecodedSlices, Vec<Rejection>>> = jobs
@@ -218,7 +218,7 @@ fn convert_group(
             Ok(reqs.iter().map(|(k, _)| *k).zip(slices).collect())
         })
         .collect();
-    let (ni, nj, nk) = (g.columns as usize, g.rows as usize, stack.order.len());
+    let (ni, nj, nk) = (g.columns as usize, g.rows as usize, stack.nk);
     let plane = ni * nj;
     let mut data = vec![0f32; plane * nk];
     for d in decoded {
@@ -231,6 +231,7 @@ fn convert_group(
             data[k * plane..(k + 1) * plane].copy_from_slice(&slice);
         }
     }
+    let filled = fill_gaps(&mut data, plane, &stack.slots, nk);
     let array = Array3::from_shape_vec((ni, nj, nk).f(), data)
         .map_err(|e| reject(RejectReason::Unreadable { detail: e.to_string() }))?;
 
@@ -239,6 +240,11 @@ fn convert_group(
         for p in d {
             warnings.push(format!("duplicate instance dropped (same SOPInstanceUID): {}", p.display()));
         }
+    }
+    if filled > 0 {
+        warnings.push(format!(
+            "RESAMPLED: {filled} missing slice(s) filled by linear interpolation along the normal (convert.resample_gaps)"
+        ));
     }
     if first.gantry_tilt.is_some_and(|t| t.abs() > 1e-3) {
         warnings
@@ -301,6 +307,24 @@ fn convert_group(
         file_stem: file_stem(first, &g.label),
         sources,
     })
+}
+
+/// Fill the slices no input landed in by linear interpolation between the nearest filled neighbours; returns how
+/// many were filled. `slots` is sorted and starts at 0.
+fn fill_gaps(data: &mut [f32], plane: usize, slots: &[usize], nk: usize) -> usize {
+    let mut filled = 0;
+    for w in slots.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        for k in a + 1..b {
+            let t = (k - a) as f32 / (b - a) as f32;
+            for p in 0..plane {
+                data[k * plane + p] = data[a * plane + p] * (1.0 - t) + data[b * plane + p] * t;
+            }
+            filled += 1;
+        }
+    }
+    debug_assert!(slots.last().is_none_or(|&l| l + 1 == nk));
+    filled
 }
 
 /// Decode the first requested frame of each file of a (small) stack; each failure as a file rejection.

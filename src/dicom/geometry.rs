@@ -30,6 +30,10 @@ pub struct Stack {
     pub affine: Affine,
     /// Slice step along the normal (mm).
     pub slice_step: f64,
+    /// Output slice index of each entry of `order` (`0..order.len()` unless gaps were allowed).
+    pub slots: Vec<usize>,
+    /// Number of output slices (`> order.len()` when gaps are to be filled).
+    pub nk: usize,
 }
 
 /// Maximal element-wise difference between orientations that still count as "the same orientation".
@@ -93,7 +97,14 @@ pub fn lps_to_ras(a: &Affine) -> Affine {
 ///
 /// `fallback_step` is used only for a single slice (SpacingBetweenSlices or SliceThickness, else 1 mm).
 /// `tolerance` is the relative tolerance on slice steps (`convert.spacing_tolerance`).
-pub fn stack_geometry(slices: &[SliceGeometry], tolerance: f64, fallback_step: f64) -> Result<Stack, RejectReason> {
+/// With `allow_gaps`, missing slices (steps that are whole multiples of the smallest) are accepted: `slots` then
+/// says where each slice goes and the caller fills the empty ones (`convert.resample_gaps`).
+pub fn stack_geometry(
+    slices: &[SliceGeometry],
+    tolerance: f64,
+    fallback_step: f64,
+    allow_gaps: bool,
+) -> Result<Stack, RejectReason> {
     let first = slices.first().ok_or(RejectReason::TooFewSlices { found: 0, min: 1 })?;
     check_orientation(&first.orientation)?;
     for s in slices {
@@ -118,7 +129,7 @@ pub fn stack_geometry(slices: &[SliceGeometry], tolerance: f64, fallback_step: f
     if order.len() == 1 {
         let step = if fallback_step.is_finite() && fallback_step > 0.0 { fallback_step } else { 1.0 };
         let a = Affine::from_columns(ci, cj, n.map(|v| v * step), p0);
-        return Ok(Stack { order, affine: lps_to_ras(&a), slice_step: step });
+        return Ok(Stack { order, affine: lps_to_ras(&a), slice_step: step, slots: vec![0], nk: 1 });
     }
     let steps: Vec<f64> = order.windows(2).map(|w| proj[w[1]] - proj[w[0]]).collect();
     let mut sorted = steps.clone();
@@ -133,6 +144,8 @@ pub fn stack_geometry(slices: &[SliceGeometry], tolerance: f64, fallback_step: f
     let base = sorted[0];
     let tol = tolerance.max(1e-6);
     let uniform = steps.iter().all(|&s| (s - median).abs() <= tol * median);
+    let mut slots: Vec<usize> = (0..order.len()).collect();
+    let mut step = median;
     if !uniform {
         let max = sorted[sorted.len() - 1];
         // Missing slices: every step is (close to) a whole multiple of the smallest step.
@@ -140,15 +153,19 @@ pub fn stack_geometry(slices: &[SliceGeometry], tolerance: f64, fallback_step: f
             let r = s / base;
             (r - r.round()).abs() <= tol * r.round().max(1.0)
         });
-        if multiples {
+        if multiples && allow_gaps {
+            slots = order.iter().map(|&i| ((proj[i] - proj[order[0]]) / base).round() as usize).collect();
+            step = base;
+        } else if multiples {
             let missing: usize = steps.iter().map(|&s| ((s / base).round() as usize).saturating_sub(1)).sum();
             return Err(RejectReason::MissingSlices { missing, step_mm: base, largest_gap_mm: max });
+        } else {
+            return Err(RejectReason::NonUniformSpacing { min_mm: base, max_mm: max });
         }
-        return Err(RejectReason::NonUniformSpacing { min_mm: base, max_mm: max });
     }
+    let nk = slots.last().map_or(1, |&s| s + 1);
     let last = slices[order[order.len() - 1]].position;
-    let nk = (order.len() - 1) as f64;
-    let ck = sub(last, p0).map(|v| v / nk);
+    let ck = sub(last, p0).map(|v| v / (nk - 1) as f64);
     // Gantry tilt / shear: the step must be along the normal.
     let along = dot(ck, n);
     let off = norm(sub(ck, n.map(|v| v * along)));
@@ -157,15 +174,15 @@ pub fn stack_geometry(slices: &[SliceGeometry], tolerance: f64, fallback_step: f
         return Err(RejectReason::GantryTilt { degrees });
     }
     // Every slice must sit on the line through the first and last (no in-plane jitter).
-    for (k, &idx) in order.iter().enumerate() {
+    for (&k, &idx) in slots.iter().zip(&order) {
         let expect = [p0[0] + ck[0] * k as f64, p0[1] + ck[1] * k as f64, p0[2] + ck[2] * k as f64];
         let dev = norm(sub(slices[idx].position, expect));
-        if dev > tol * median.max(min_pixel) {
+        if dev > tol * step.max(min_pixel) {
             return Err(RejectReason::GantryTilt { degrees });
         }
     }
     let a = Affine::from_columns(ci, cj, ck, p0);
-    Ok(Stack { order, affine: lps_to_ras(&a), slice_step: median })
+    Ok(Stack { order, affine: lps_to_ras(&a), slice_step: step, slots, nk })
 }
 
 #[cfg(test)]
@@ -183,7 +200,7 @@ mod tests {
     #[test]
     fn orders_by_projection_and_builds_ras_affine() {
         let s = vec![axial(6.0), axial(0.0), axial(3.0)];
-        let st = stack_geometry(&s, 0.01, 1.0).expect("stack");
+        let st = stack_geometry(&s, 0.01, 1.0, false).expect("stack");
         assert_eq!(st.order, vec![1, 2, 0]);
         assert_eq!(st.affine.column(0), [-1.0, 0.0, 0.0]);
         assert_eq!(st.affine.column(1), [0.0, -2.0, 0.0]);
@@ -194,18 +211,30 @@ mod tests {
     #[test]
     fn rejects_gap_nonuniform_duplicate_tilt_mixed() {
         let gap = vec![axial(0.0), axial(3.0), axial(9.0), axial(12.0)];
-        assert!(matches!(stack_geometry(&gap, 0.01, 1.0), Err(RejectReason::MissingSlices { missing: 1, .. })));
+        assert!(matches!(stack_geometry(&gap, 0.01, 1.0, false), Err(RejectReason::MissingSlices { missing: 1, .. })));
         let nonu = vec![axial(0.0), axial(3.0), axial(7.5), axial(12.0)];
-        assert!(matches!(stack_geometry(&nonu, 0.01, 1.0), Err(RejectReason::NonUniformSpacing { .. })));
+        assert!(matches!(stack_geometry(&nonu, 0.01, 1.0, false), Err(RejectReason::NonUniformSpacing { .. })));
         let dup = vec![axial(0.0), axial(3.0), axial(3.0)];
-        assert!(matches!(stack_geometry(&dup, 0.01, 1.0), Err(RejectReason::DuplicatePosition { .. })));
+        assert!(matches!(stack_geometry(&dup, 0.01, 1.0, false), Err(RejectReason::DuplicatePosition { .. })));
         let mut tilt = vec![axial(0.0), axial(3.0), axial(6.0)];
         for (k, s) in tilt.iter_mut().enumerate() {
             s.position[1] += k as f64 * 0.8;
         }
-        assert!(matches!(stack_geometry(&tilt, 0.01, 1.0), Err(RejectReason::GantryTilt { .. })));
+        assert!(matches!(stack_geometry(&tilt, 0.01, 1.0, false), Err(RejectReason::GantryTilt { .. })));
         let mut mixed = vec![axial(0.0), axial(3.0), axial(6.0)];
         mixed[1].orientation = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0];
-        assert_eq!(stack_geometry(&mixed, 0.01, 1.0), Err(RejectReason::MixedOrientation));
+        assert_eq!(stack_geometry(&mixed, 0.01, 1.0, false), Err(RejectReason::MixedOrientation));
+    }
+
+    #[test]
+    fn gaps_are_slotted_when_allowed() {
+        let gap = vec![axial(9.0), axial(0.0), axial(3.0), axial(12.0)];
+        let st = stack_geometry(&gap, 0.01, 1.0, true).expect("gaps allowed");
+        assert_eq!(st.order, vec![1, 2, 0, 3]);
+        assert_eq!(st.slots, vec![0, 1, 3, 4]);
+        assert_eq!(st.nk, 5);
+        assert_eq!(st.affine.column(2), [0.0, 0.0, 3.0]);
+        let nonu = vec![axial(0.0), axial(3.0), axial(7.5), axial(12.0)];
+        assert!(matches!(stack_geometry(&nonu, 0.01, 1.0, true), Err(RejectReason::NonUniformSpacing { .. })));
     }
 }

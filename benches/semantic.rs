@@ -1,7 +1,8 @@
 //! Semantic-encoder speed: ldae's direct depthwise 7×7 kernel against candle's grouped conv2d (the peer in this
 //! process) and PyTorch (benches/semantic_torch.py, when a Python with torch is available: `LDAE_BENCH_PYTHON`,
 //! default `python3`), at the paper's four ConvNeXt stage shapes for 128 slices, and the whole encoder at the paper
-//! configuration for one scan (random weights). Prints median milliseconds and ratios from one run.
+//! configuration for one scan (random weights). The ldae column is the channels-last kernel the encoder uses;
+//! the channels-first one is printed above the table. Prints median milliseconds and ratios from one run.
 //!
 //! `cargo bench --bench semantic` (env `LDAE_BENCH_REPS`, default 5).
 
@@ -12,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use ldae::model::config::ModelConfig;
 use ldae::model::keyset::{expected_keys, WeightsFile, ENCODER_BACKBONE_TWIN};
-use ldae::model::ops::depthwise::depthwise_conv2d;
+use ldae::model::ops::depthwise::{depthwise_conv2d, depthwise_conv2d_nhwc};
 use ldae::model::semantic::SemanticEncoder;
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -62,7 +63,14 @@ fn main() -> candle_core::Result<()> {
         let peer = median_ms(reps.min(3), || {
             let _ = x.conv2d(&k, 3, 1, 1, c).and_then(|y| y.broadcast_add(&b.reshape((1, c, 1, 1))?)).expect("candle");
         });
-        rows.push((format!("depthwise {c}x{h}x{w} (128 slices)"), ours, Some(peer)));
+        let xl = x.permute((0, 2, 3, 1))?.contiguous()?;
+        let nhwc = median_ms(reps, || {
+            let _ = depthwise_conv2d_nhwc(&xl, &k, &b, 3).expect("ldae depthwise nhwc");
+        });
+        println!(
+            "depthwise {c}x{h}x{w}: ldae channels-first {ours:.1} ms, channels-last (used by the encoder) {nhwc:.1} ms"
+        );
+        rows.push((format!("depthwise {c}x{h}x{w} (128 slices)"), nhwc, Some(peer)));
     }
     // Whole encoder at the paper configuration, random weights of the published shapes.
     let cfg = ModelConfig::paper();

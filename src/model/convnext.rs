@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 
 use crate::model::config::ModelConfig;
 use crate::model::ops::depthwise::depthwise_conv2d_nhwc;
+use crate::model::ops::fused::{bias_gelu_erf, residual_scale};
 use crate::model::ops::layer_norm::{layer_norm_channels, layer_norm_last};
 
 /// ConvNeXt's LayerNorm epsilon (every LayerNorm/LayerNorm2d in the backbone).
@@ -62,9 +63,9 @@ impl Block {
         let (n, h, w, c) = x.dims4()?;
         let y = depthwise_conv2d_nhwc(x, &self.dw.w, &self.dw.b, 3)?.reshape((n * h * w, c))?;
         let y = layer_norm_last(&y, &self.norm.w, &self.norm.b, EPS)?;
-        let y = self.up.linear(&y)?.gelu_erf()?;
-        let y = self.down.linear(&y)?.reshape((n, h, w, c))?;
-        x + y.broadcast_mul(&self.layer_scale.reshape(c)?)?
+        let y = bias_gelu_erf(&y.matmul(&self.up.w.t()?)?, &self.up.b)?;
+        let y = y.matmul(&self.down.w.t()?)?.reshape((n, h, w, c))?;
+        residual_scale(x, &y, &self.down.b, &self.layer_scale.reshape(c)?)
     }
 }
 

@@ -24,9 +24,7 @@ fn tsv(name: &str) -> KeySet {
 
 fn assert_same(file: WeightsFile, tsv_name: &str) {
     let want = tsv(tsv_name);
-    let Some(got) = expected_keys(&ModelConfig::paper(), file).expect("build at paper size") else {
-        panic!("{file:?}: network not available in this build");
-    };
+    let got = expected_keys(&ModelConfig::paper(), file).expect("build at paper size");
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
     let shapes: Vec<_> = want.iter().filter(|(k, s)| got.get(*k).is_some_and(|g| g != *s)).collect();
@@ -42,4 +40,19 @@ fn encoder_keys_match_published_checkpoint() {
     assert_same(WeightsFile::Encoder, "encoder.tsv");
     let n = tsv("encoder.tsv").len();
     assert_eq!(n, 699, "SPEC §7: 699 encoder keys");
+}
+
+#[test]
+fn autoencoder_keys_match_published_checkpoint() {
+    assert_same(WeightsFile::Autoencoder, "autoencoderkl.tsv");
+    assert_eq!(tsv("autoencoderkl.tsv").len(), 162, "SPEC §7: 162 AEKL keys");
+}
+
+#[test]
+fn decoder_keys_match_published_checkpoint() {
+    assert_same(WeightsFile::Decoder, "decoder.tsv");
+    let want = tsv("decoder.tsv");
+    assert_eq!(want.len(), 530, "SPEC §7: 530 ShiftUNet keys");
+    let elements: usize = want.values().map(|s| s.iter().product::<usize>()).sum();
+    assert_eq!(elements, 865_339_142, "SPEC §7 element count");
 }

@@ -17,11 +17,13 @@ pub fn run(c: WeightsCommand) -> anyhow::Result<ExitCode> {
     match c {
         WeightsCommand::Convert { dir } => {
             for d in convert_dir(&dir)? {
-                let keys =
-                    if d.keys_verified { "keys verified" } else { "keys not verified (network not in this build)" };
                 match &d.written {
-                    Some(out) => println!("{} → {} ({} tensors, {keys})", d.source.display(), out.display(), d.tensors),
-                    None => println!("{}: already safetensors ({} tensors, {keys})", d.source.display(), d.tensors),
+                    Some(out) => {
+                        println!("{} → {} ({} tensors, keys verified)", d.source.display(), out.display(), d.tensors)
+                    }
+                    None => {
+                        println!("{}: already safetensors ({} tensors, keys verified)", d.source.display(), d.tensors)
+                    }
                 }
             }
             println!("{}", dir.join(crate::model::manifest::MANIFEST).display());

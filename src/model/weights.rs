@@ -271,14 +271,13 @@ pub fn load_file_checked(
     cfg: &ModelConfig,
 ) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     let tensors = read_tensors(path)?;
-    if let Some(expected) = key_set(path, file, cfg)? {
-        check_keys(path, file, &tensors, &expected)?;
-    }
+    let expected = key_set(path, file, cfg)?;
+    check_keys(path, file, &tensors, &expected)?;
     Ok(tensors)
 }
 
-/// Whether `file`'s key set can be verified in this build (its network can be constructed).
-pub fn key_set(path: &Path, file: WeightsFile, cfg: &ModelConfig) -> Result<Option<KeySet>, WeightsError> {
+/// The key set `file`'s network asks for (`path` names the file in errors).
+pub fn key_set(path: &Path, file: WeightsFile, cfg: &ModelConfig) -> Result<KeySet, WeightsError> {
     expected_keys(cfg, file).map_err(|source| WeightsError::Network { path: path.to_path_buf(), source })
 }
 

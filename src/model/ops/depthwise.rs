@@ -4,7 +4,7 @@
 //! (notes/rust-stack.md). On CPU this is a direct kernel: every (sample, channel) plane is one rayon task, and for
 //! each output row and kernel tap the contribution is an `axpy` over the valid output columns — a contiguous,
 //! bounds-check-free inner loop the compiler vectorises. Other devices (CUDA) and dtypes use candle's grouped
-//! conv2d, which is fast there.
+//! conv2d, which is fast there. [`depthwise_conv2d_nhwc`] is the channels-last form ConvNeXt's blocks use.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -123,6 +123,91 @@ fn plane_conv(
     }
 }
 
+/// Channels-last variant: `x` [N,H,W,C], `w` [C,1,KH,KW], `b` [C] → [N, OH, OW, C]. On CPU the inner loop runs
+/// over the contiguous channels (vectorised for any plane size, which matters for the small late-stage planes).
+pub fn depthwise_conv2d_nhwc(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
+    let (_, h, wd, c) = x.dims4()?;
+    let (wc, one, kh, kw) = w.dims4()?;
+    if wc != c || one != 1 || b.dims1()? != c {
+        candle_core::bail!(
+            "depthwise_conv2d: weight {:?} / bias {:?} do not fit input {:?}",
+            w.shape(),
+            b.shape(),
+            x.shape()
+        );
+    }
+    if h + 2 * padding < kh || wd + 2 * padding < kw {
+        candle_core::bail!("depthwise_conv2d: input {:?} smaller than kernel {:?}", x.shape(), w.shape());
+    }
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        let x = x.contiguous()?;
+        // taps-major weights [KH*KW, C] so each tap's channel vector is contiguous
+        let wt = w.to_dtype(DType::F32)?.reshape((c, kh * kw))?.t()?.contiguous()?.reshape((kh, kw, c))?;
+        let b = b.to_dtype(DType::F32)?.contiguous()?;
+        x.apply_op3_no_bwd(&wt, &b, &DepthwiseNhwc { padding })
+    } else {
+        let y = depthwise_conv2d(&x.permute((0, 3, 1, 2))?, w, b, padding)?;
+        y.permute((0, 2, 3, 1))?.contiguous()
+    }
+}
+
+struct DepthwiseNhwc {
+    padding: usize,
+}
+
+impl CustomOp3 for DepthwiseNhwc {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "input")?;
+        let w = contiguous(s2, l2, "weight")?;
+        let b = contiguous(s3, l3, "bias")?;
+        let (n, h, wd, c) = l1.shape().dims4()?;
+        let (kh, kw, _) = l2.shape().dims3()?;
+        let p = self.padding;
+        let (oh, ow) = (h + 2 * p + 1 - kh, wd + 2 * p + 1 - kw);
+        let mut out = vec![0f32; n * oh * ow * c];
+        // one task per output row of one image
+        out.par_chunks_mut(ow * c).enumerate().for_each(|(row, o)| {
+            let (img, y) = (row / oh, row % oh);
+            for px in o.chunks_exact_mut(c) {
+                px.copy_from_slice(b);
+            }
+            for dy in 0..kh {
+                let iy = y + dy;
+                if iy < p || iy - p >= h {
+                    continue;
+                }
+                let irow = &x[((img * h) + iy - p) * wd * c..((img * h) + iy - p + 1) * wd * c];
+                for dx in 0..kw {
+                    let tap = &w[(dy * kw + dx) * c..(dy * kw + dx + 1) * c];
+                    let x0 = p.saturating_sub(dx);
+                    let x1 = (wd + p).saturating_sub(dx).min(ow);
+                    for ox in x0..x1 {
+                        let ix = ox + dx - p;
+                        let src = &irow[ix * c..(ix + 1) * c];
+                        let dst = &mut o[ox * c..(ox + 1) * c];
+                        for ((d, &v), &k) in dst.iter_mut().zip(src).zip(tap) {
+                            *d += k * v;
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +235,22 @@ mod tests {
             assert_eq!(ours.dims(), theirs.dims());
             let err: f32 = (ours - theirs).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar()).expect("diff");
             assert!(err < 1e-5, "{shape:?} k{k:?} p{p}: max err {err}");
+        }
+    }
+
+    /// The channels-last kernel equals the channels-first one on the same data.
+    #[test]
+    fn nhwc_matches_nchw() {
+        for (shape, k, p) in [([2, 5, 9, 11], (7, 7), 3), ([1, 3, 4, 5], (7, 7), 3), ([1, 4, 6, 6], (3, 5), 0)] {
+            let c = shape[1];
+            let x = randn(&shape, 4);
+            let w = randn(&[c, 1, k.0, k.1], 5);
+            let b = randn(&[c], 6);
+            let a = depthwise_conv2d(&x, &w, &b, p).expect("nchw");
+            let xl = x.permute((0, 2, 3, 1)).and_then(|t| t.contiguous()).expect("nhwc input");
+            let l = depthwise_conv2d_nhwc(&xl, &w, &b, p).and_then(|t| t.permute((0, 3, 1, 2))).expect("nhwc");
+            let err: f32 = (a - l).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar()).expect("diff");
+            assert!(err < 1e-5, "{shape:?}: {err}");
         }
     }
 

@@ -9,3 +9,4 @@ pub mod resample;
 
 pub use conv3d::{conv3d, Conv3d, Conv3dParams};
 pub use resample::{avg_pool_hw, upsample_nearest3d, upsample_nearest_hw};
+pub mod fused;

@@ -367,6 +367,7 @@ pub fn register_affine(
         levels[l] = Some((f.clone(), fm.clone(), m.clone()));
     }
 
+    debug!("pyramids built");
     // Per level: fixed samples and the moving image, prepared once for both stages.
     let mut prepared: Vec<(f64, FixedSamples, Array3<f32>, Affine)> = Vec::new();
     for (li, level) in levels.into_iter().enumerate() {
@@ -377,6 +378,7 @@ pub fn register_affine(
         let w2v = m.affine.inverse().ok_or_else(|| invalid("registration", "moving affine is singular"))?;
         prepared.push((s, fixed_s, m.data.as_standard_layout().to_owned(), w2v));
     }
+    debug!("samples drawn");
     let first = prepared.first().ok_or_else(|| invalid("registration", "no pyramid level"))?;
     let r2 = first.1.rel.iter().map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sum::<f64>();
     let radius = (r2 / first.1.rel.len() as f64).sqrt().max(1.0);
@@ -389,6 +391,7 @@ pub fn register_affine(
         let (s, fixed_s, data, w2v) = first;
         let moving_l = moving_of(data, *w2v, mmin, mmax)?;
         u_rigid = orientation_search(&u_rigid, radius, fixed_s, &moving_l, *s, opts.iterations.min(40));
+        debug!("orientation search done");
     }
     for (s, fixed_s, data, w2v) in prepared.iter().take(opts.rigid_levels) {
         let moving_l = moving_of(data, *w2v, mmin, mmax)?;

@@ -367,6 +367,7 @@ pub fn register_affine(
         levels[l] = Some((f.clone(), fm.clone(), m.clone()));
     }
 
+    debug!("pyramids built");
     // Per level: fixed samples and the moving image, prepared once for both stages.
     let mut prepared: Vec<(f64, FixedSamples, Array3<f32>, Affine)> = Vec::new();
     for (li, level) in levels.into_iter().enumerate() {
@@ -377,6 +378,7 @@ pub fn register_affine(
         let w2v = m.affine.inverse().ok_or_else(|| invalid("registration", "moving affine is singular"))?;
         prepared.push((s, fixed_s, m.data.as_standard_layout().to_owned(), w2v));
     }
+    debug!("samples drawn");
     let first = prepared.first().ok_or_else(|| invalid("registration", "no pyramid level"))?;
     let r2 = first.1.rel.iter().map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sum::<f64>();
     let radius = (r2 / first.1.rel.len() as f64).sqrt().max(1.0);
@@ -389,6 +391,7 @@ pub fn register_affine(
         let (s, fixed_s, data, w2v) = first;
         let moving_l = moving_of(data, *w2v, mmin, mmax)?;
         u_rigid = orientation_search(&u_rigid, radius, fixed_s, &moving_l, *s, opts.iterations.min(40));
+        debug!("orientation search done");
     }
     for (s, fixed_s, data, w2v) in prepared.iter().take(opts.rigid_levels) {
         let moving_l = moving_of(data, *w2v, mmin, mmax)?;
@@ -442,4 +445,65 @@ pub fn register_affine(
         mi,
         iterations: history,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: usize, shift: f64) -> Volume {
+        let data = Array3::from_shape_fn((n, n, n), |(i, j, k)| {
+            let c = n as f64 / 2.0;
+            let (x, y, z) = (i as f64 - c - shift, j as f64 - c, k as f64 - c);
+            (100.0 * (-(x * x + 2.0 * y * y + 3.0 * z * z) / 40.0).exp()) as f32
+        });
+        Volume::new(data, Affine::from_spacing_origin([2.0; 3], [-20.0; 3]))
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let f = blob(20, 0.0);
+        let opts = RegisterOptions { levels_mm: vec![4.0], iterations: 5, ..Default::default() };
+        let zero = Volume::new(Array3::zeros((20, 20, 20)), f.affine);
+        assert!(register_affine(&zero, &f, None, &opts).unwrap_err().to_string().contains("all zero"));
+        let flat = Volume::new(Array3::from_elem((20, 20, 1), 1.0), f.affine);
+        assert!(register_affine(&flat, &f, None, &opts).unwrap_err().to_string().contains("degenerate"));
+        let small_mask = blob(10, 0.0);
+        assert!(register_affine(&f, &f, Some(&small_mask), &opts).is_err());
+        let bad = RegisterOptions { levels_mm: vec![0.0], ..opts.clone() };
+        assert!(register_affine(&f, &f, None, &bad).is_err());
+        let mut singular = f.clone();
+        singular.affine = Affine::from_columns([1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0; 3]);
+        assert!(register_affine(&singular, &f, None, &opts).is_err());
+    }
+
+    #[test]
+    fn rigid_chain_rule_matches_finite_differences() {
+        let radius = 50.0;
+        let u = [3.0, -7.0, 11.0, 1.0, 2.0, 3.0];
+        // A linear function of [A | t]: its gradient is `g`, so d/du must equal the finite difference.
+        let g: [f64; 12] = [0.3, -1.2, 0.5, 2.0, 0.1, -0.7, 0.9, 0.4, -0.2, 1.5, -0.5, 0.25];
+        let f = |u: &[f64]| {
+            let at = params_to_at(Model::Rigid, u, radius);
+            (0..12).map(|i| g[i] * if i < 9 { at.0[i / 3][i % 3] } else { at.0[i - 9][3] }).sum::<f64>()
+        };
+        let d = chain(Model::Rigid, &u, radius, &g);
+        for k in 0..6 {
+            let (mut up, mut um) = (u.to_vec(), u.to_vec());
+            up[k] += 1e-4;
+            um[k] -= 1e-4;
+            let fd = (f(&up) - f(&um)) / 2e-4;
+            assert!((fd - d[k]).abs() < 1e-6, "param {k}: {fd} vs {}", d[k]);
+        }
+    }
+
+    #[test]
+    fn a_shifted_blob_is_found() {
+        let f = blob(24, 0.0);
+        let m = blob(24, 2.5); // moved +5 mm along x
+        let opts = RegisterOptions { levels_mm: vec![4.0, 2.0], iterations: 100, search: false, ..Default::default() };
+        let reg = register_affine(&m, &f, None, &opts).unwrap();
+        let p = reg.transform.apply([4.0, 4.0, 4.0]);
+        assert!((p[0] - 9.0).abs() < 0.5 && (p[1] - 4.0).abs() < 0.5 && (p[2] - 4.0).abs() < 0.5, "{p:?}");
+    }
 }

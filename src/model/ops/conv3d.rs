@@ -98,7 +98,7 @@ pub fn conv3d_folded(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Res
 struct Conv3dCpu(Conv3dParams);
 
 /// Unfolded-column budget per tile (floats).
-const COL_BUDGET: usize = 4 << 20;
+const COL_BUDGET: usize = 1 << 20;
 
 impl CustomOp3 for Conv3dCpu {
     fn name(&self) -> &'static str {
@@ -137,39 +137,40 @@ impl CustomOp3 for Conv3dCpu {
         for (i, chunk) in out.chunks_mut(vol_out).enumerate() {
             chunk.fill(b[i % co]);
         }
-        // Tiles are runs of whole output rows (z, y) across depth slices, so that the gemm's n stays large even for
-        // small planes; a tile's unfolded columns stay under budget, and there are enough tiles for every thread.
-        let total_rows = od * oh;
-        let per_thread = total_rows.div_ceil(2 * rayon::current_num_threads()).max(1);
-        let rows_per_tile = (COL_BUDGET / (kdim * ow).max(1)).clamp(1, per_thread);
+        // Rows of output per tile so that the column buffer stays under budget.
+        let rows_per_tile = (COL_BUDGET / (kdim * ow).max(1)).clamp(1, oh);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let jobs: Vec<(usize, usize)> =
-            (0..n).flat_map(|bi| (0..total_rows).step_by(rows_per_tile).map(move |r| (bi, r))).collect();
-        jobs.par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, &(bi, row0)| {
-            let rows = rows_per_tile.min(total_rows - row0);
+        let jobs: Vec<(usize, usize, usize)> = (0..n)
+            .flat_map(|bi| (0..od).flat_map(move |z| (0..oh).step_by(rows_per_tile).map(move |r| (bi, z, r))))
+            .collect();
+        jobs.par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, &(bi, z, r0)| {
+            let rows = rows_per_tile.min(oh - r0);
             let ncols = rows * ow;
             col.resize(kdim * ncols, 0.0);
             let xb = &x[bi * ci * d * h * wd..(bi + 1) * ci * d * h * wd];
-            // Unfold: row index (c, a, bb, cc), column (output row - row0, ox).
+            // Unfold: row index (c, a, bb, cc), column (oy - r0, ox).
             let mut row = 0;
             for c in 0..ci {
                 let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
                 for a in 0..kd {
+                    let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
                     for bb in 0..kh {
                         for cc in 0..kw {
                             let dst = &mut col[row * ncols..(row + 1) * ncols];
                             row += 1;
-                            for lr in 0..rows {
-                                let (z, oy) = ((row0 + lr) / oh, (row0 + lr) % oh);
-                                let drow = &mut dst[lr * ow..(lr + 1) * ow];
-                                let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
-                                let iy = (oy * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
-                                if iz < 0 || iz >= d as isize || iy < 0 || iy >= h as isize {
+                            if iz < 0 || iz >= d as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let xz = &xc[iz as usize * h * wd..(iz as usize + 1) * h * wd];
+                            for oy in 0..rows {
+                                let iy = ((r0 + oy) * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
+                                let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                                if iy < 0 || iy >= h as isize {
                                     drow.fill(0.0);
                                     continue;
                                 }
-                                let xr =
-                                    &xc[(iz as usize * h + iy as usize) * wd..(iz as usize * h + iy as usize + 1) * wd];
+                                let xr = &xz[iy as usize * wd..(iy as usize + 1) * wd];
                                 let off = cc as isize - p.pad_before[2] as isize;
                                 if p.stride[2] == 1 {
                                     // Valid ox range: 0 <= ox + off < wd.
@@ -192,9 +193,9 @@ impl CustomOp3 for Conv3dCpu {
                     }
                 }
             }
-            // out[bi, :, rows row0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
-            let dst_off = bi * co * vol_out + row0 * ow;
-            // SAFETY: every job writes a disjoint set of output elements (its own (bi, rows) window of each
+            // out[bi, :, z, r0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
+            let dst_off = bi * co * vol_out + z * plane + r0 * ow;
+            // SAFETY: every job writes a disjoint set of output elements (its own (bi, z, rows) window of each
             // channel); `out` outlives the parallel loop; the sizes passed match the buffers.
             unsafe {
                 gemm::gemm(

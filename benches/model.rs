@@ -6,7 +6,8 @@
 //! `cargo bench --bench model` with `LDAE_BENCH_PYTHON` pointing at a python that has torch, numpy, safetensors.
 //! Environment: `LDAE_BENCH_THREADS` (default 2), `LDAE_BENCH_STEPS` (DDIM steps of the full encode, default 10),
 //! `LDAE_BENCH_REPS` (default 3), `LDAE_BENCH_SIZE` (`mid`, default, or `paper` for the published sizes),
-//! `LDAE_BENCH_DEVICE` (`cpu` or `cuda`), `LDAE_BENCH_DTYPE` (`f32`, `f16`, `bf16`; the ShiftUNet's, CUDA only).
+//! `LDAE_BENCH_DEVICE` (`cpu` or `cuda`), `LDAE_BENCH_DTYPE` (`f32`, `f16`, `bf16`; the ShiftUNet's, CUDA only),
+//! `LDAE_BENCH_TORCH_SCRIPT` (where model_torch.py is, when the binary runs away from its source tree).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
 }
 
 /// A configuration that runs in minutes on 2 cores: the paper's architecture at about half its widths, a
-/// 64×80×64 input and 64 axial slices.
+/// 64×96×64 input (latent 8×12×8: H and W divisible by 4 for the UNet's two poolings) and 64 axial slices.
 fn mid_config() -> ModelConfig {
     let mut c = ModelConfig::paper();
     c.vae_args.num_channels = vec![16, 32, 32, 32];
@@ -38,7 +39,7 @@ fn mid_config() -> ModelConfig {
         Some(vec![(32, Some(64), 1), (64, Some(128), 1), (128, Some(256), 3), (256, None, 1)]);
     c.enc_args.emb_chans = 256;
     c.enc_args.seq_len = 64;
-    c.data.resize_to = [64, 80, 64];
+    c.data.resize_to = [64, 96, 64];
     c.data.pixdim = 3.0;
     c
 }
@@ -166,7 +167,9 @@ fn main() {
     ];
 
     let py = std::env::var("LDAE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/model_torch.py");
+    let script = std::env::var_os("LDAE_BENCH_TORCH_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/model_torch.py"));
     let torch_dev = if device.is_cpu() { "cpu" } else { "cuda" };
     let out = Command::new(&py)
         .arg(&script)

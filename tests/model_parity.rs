@@ -17,6 +17,14 @@ use ldae::model::unet::{timestep_embedding, ShiftUnet};
 
 const FIXTURES: [&str; 2] = ["tiny-a", "tiny-b"];
 
+/// `LDAE_TEST_DEVICE=cuda` runs the same checks on the GPU (a binary built with the `cuda` feature).
+fn dev() -> Device {
+    match std::env::var("LDAE_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::new_cuda(0).expect("LDAE_TEST_DEVICE=cuda needs the cuda feature and a GPU"),
+        _ => Device::Cpu,
+    }
+}
+
 fn fixtures_root() -> Option<PathBuf> {
     let root = std::env::var_os("LDAE_SHARED")
         .map(PathBuf::from)
@@ -50,11 +58,11 @@ impl Fixture {
     }
 
     fn tensors(&self, file: &str) -> HashMap<String, Tensor> {
-        candle_core::safetensors::load(self.dir.join(file), &Device::Cpu).expect("fixture tensors")
+        candle_core::safetensors::load(self.dir.join(file), &dev()).expect("fixture tensors")
     }
 
     fn vb(&self, file: &str) -> VarBuilder<'static> {
-        VarBuilder::from_tensors(self.tensors(file), DType::F32, &Device::Cpu)
+        VarBuilder::from_tensors(self.tensors(file), DType::F32, &dev())
     }
 }
 
@@ -175,9 +183,9 @@ fn denoiser_forward_matches_reference() {
         let w = f.tensors("denoiser.safetensors");
         let n = |k: &str| format!("{}: {k}", f.name);
         let t = get(&w, "t").to_vec1::<i64>().unwrap()[0] as f32;
-        let s = timestep_embedding(&[t], f.cfg.unet_args.base_channel, &Device::Cpu).unwrap();
+        let s = timestep_embedding(&[t], f.cfg.unet_args.base_channel, &dev()).unwrap();
         close(&n("t_sinusoidal"), &s, get(&w, "t_sinusoidal"), FWD);
-        close(&n("time_emb"), &net.time_emb(&[t], &Device::Cpu).unwrap(), get(&w, "time_emb"), FWD);
+        close(&n("time_emb"), &net.time_emb(&[t], &dev()).unwrap(), get(&w, "time_emb"), FWD);
         let y = get(&w, "y_sem");
         close(&n("label_emb"), &net.label_emb(y).unwrap(), get(&w, "label_emb"), FWD);
         let (eps, shift) = net.forward(get(&w, "z_t"), &[t], y).unwrap();
@@ -265,7 +273,7 @@ fn full_model_encode_decode_interpolate_manipulate_match_reference() {
     use ldae::model::ldae::{no_progress, Ldae};
     for f in Fixture::all() {
         let n = |k: &str| format!("{}: {k}", f.name);
-        let model = Ldae::load(&f.dir, &Device::Cpu, DType::F32).expect("load fixture model dir");
+        let model = Ldae::load(&f.dir, &dev(), DType::F32).expect("load fixture model dir");
         let steps = steps_of(&f);
         let inputs = f.tensors("inputs.safetensors");
         let sem = f.tensors("semantic.safetensors");
@@ -304,7 +312,7 @@ fn full_model_encode_decode_interpolate_manipulate_match_reference() {
         close(&n("recon_manip"), &v, get(&m, "recon_manip"), TRAJ);
 
         // Wrong shapes are errors, not panics.
-        let bad = Tensor::zeros((1, 1, 4, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let bad = Tensor::zeros((1, 1, 4, 4, 4), DType::F32, &dev()).unwrap();
         let e = model.encode(&bad, steps, &no_progress).unwrap_err().to_string();
         assert!(e.contains("model input shape"), "{e}");
         assert!(model.decode(&a.x_t, &a.y_sem, steps, &no_progress).is_err());

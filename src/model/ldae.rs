@@ -114,6 +114,14 @@ impl Ldae {
                 want
             )));
         }
+        let f = 1usize << (self.cfg.vae_args.num_channels.len() - 1);
+        let g = 1usize << (self.cfg.unet_args.channel_multiplier.len() - 1);
+        if [sx, sy, sz].iter().any(|n| n % f != 0) || [sy / f, sz / f].iter().any(|n| n % g != 0) {
+            return Err(ModelError::Unsupported(format!(
+                "model input {:?}: the AEKL needs every axis divisible by {f} and the UNet the latent's last two by {g}",
+                [sx, sy, sz]
+            )));
+        }
         let finite = x.flatten_all().and_then(|f| f.to_vec1::<f32>()).ctx("reading the input")?;
         if finite.iter().any(|v| !v.is_finite()) {
             return Err(ModelError::BadInput("input contains NaN or infinite values".into()));

@@ -321,7 +321,7 @@ impl ShiftUnet {
 
     /// `time_embed(timestep_embedding(t))` for DDPM timesteps `t` (one per batch element).
     pub fn time_emb(&self, t: &[f32], dev: &candle_core::Device) -> Result<Tensor> {
-        let s = timestep_embedding(t, self.base, dev)?;
+        let s = timestep_embedding(t, self.base, dev)?.to_dtype(self.time_embed_0.weight().dtype())?;
         self.time_embed_2.forward(&self.time_embed_0.forward(&s)?.silu()?)
     }
 

@@ -80,7 +80,7 @@ fn write_model_dir(dir: &Path, cfg: &ModelConfig) {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("json")).expect("config");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for f in WeightsFile::ALL {
-        let keys = expected_keys(cfg, f).expect("key set").expect("network");
+        let keys = expected_keys(cfg, f).expect("key set");
         let mut map: HashMap<String, Tensor> = HashMap::new();
         let mut twins = Vec::new();
         for (k, shape) in &keys {

@@ -83,7 +83,20 @@ impl Store {
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        // Switching a fresh file to WAL needs an exclusive lock and SQLite answers BUSY at once, without the busy
+        // handler, while another process is doing the same: retry for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         let store = Store { conn: Mutex::new(conn), path: path.to_path_buf() };
@@ -114,21 +127,27 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Apply pending migrations. The version is read under the write lock (`BEGIN IMMEDIATE`) and every pending
+    /// migration is applied in that one transaction: two processes opening a fresh database at once (the daemon
+    /// starting and `ldae status` polling it) must not both apply migration 1.
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
+        let begin_err = |source| StoreError::Migration { path: self.path.clone(), name: "(begin)".into(), source };
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(begin_err)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > known {
             return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
         }
+        if version == known {
+            return Ok(());
+        }
         for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let mig_err = |source| StoreError::Migration { path: self.path.clone(), name: name.to_string(), source };
-            let tx = conn.transaction().map_err(mig_err)?;
             tx.execute_batch(sql).map_err(mig_err)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(mig_err)?;
-            tx.commit().map_err(mig_err)?;
         }
-        Ok(())
+        tx.commit().map_err(|source| StoreError::Migration { path: self.path.clone(), name: "(commit)".into(), source })
     }
 
     /// Schema version (number of applied migrations).

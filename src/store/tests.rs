@@ -48,6 +48,30 @@ fn migrations_apply_once_and_reopen() {
 }
 
 #[test]
+fn concurrent_first_opens_migrate_once() {
+    // The daemon and `ldae status` may open a fresh database at the same moment: each connection here stands for
+    // one process (SQLite locks per connection). All must succeed and agree on the schema.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path).map(|s| s.schema_version().unwrap())
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), MIGRATIONS.len() as i64);
+        }
+    }
+}
+
+#[test]
 fn instances_duplicates_and_known_files() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open_in(dir.path()).unwrap();

@@ -40,11 +40,7 @@ struct Depthwise {
 }
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("depthwise_conv2d: {what} must be contiguous"),
-    }
+    super::contiguous_f32(s, l, &format!("depthwise_conv2d: {what}"))
 }
 
 impl CustomOp3 for Depthwise {

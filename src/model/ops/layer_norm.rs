@@ -66,11 +66,7 @@ struct ChannelNorm {
 }
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("layer norm: operand must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "layer norm: operand")
 }
 
 impl CustomOp3 for ChannelNorm {

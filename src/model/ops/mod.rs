@@ -7,6 +7,19 @@ pub mod depthwise;
 pub mod layer_norm;
 pub mod resample;
 
+pub mod fused;
+
 pub use conv3d::{conv3d, Conv3d, Conv3dParams};
 pub use resample::{avg_pool_hw, upsample_nearest3d, upsample_nearest_hw};
-pub mod fused;
+
+use candle_core::{CpuStorage, Layout, Result};
+
+/// The f32 elements a custom op's CPU operand covers; `what` names the operand (`"depthwise_conv2d: weight"`)
+/// in the error when it is not contiguous or not f32.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}

@@ -79,20 +79,8 @@ fn native_grid(c: [f64; 3]) -> Grid {
     Grid { shape, affine: Affine::from_columns(ci, cj, ck, origin) }
 }
 
-/// Mean and max displacement between two transforms over (a sample of) the mask's voxels.
 fn displacement(a: &Transform, b: &Transform, mask: &Volume) -> (f64, f64) {
-    let (mut sum, mut max, mut n) = (0.0, 0.0f64, 0usize);
-    for ((i, j, k), v) in mask.data.indexed_iter() {
-        if *v > 0.5 && (i + j + k) % 7 == 0 {
-            let p = mask.affine.apply([i as f64, j as f64, k as f64]);
-            let (x, y) = (a.apply(p), b.apply(p));
-            let d = ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2) + (x[2] - y[2]).powi(2)).sqrt();
-            sum += d;
-            max = max.max(d);
-            n += 1;
-        }
-    }
-    (sum / n as f64, max)
+    a.displacement_over(b, mask, 7)
 }
 
 fn opts() -> RegisterOptions {

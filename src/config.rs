@@ -31,6 +31,8 @@ pub struct Config {
     pub model: ModelSection,
     pub jobs: JobsConfig,
     pub hooks: HooksConfig,
+    /// Bounds on what a file from outside may make ldae allocate.
+    pub limits: crate::limits::Limits,
 }
 
 /// Where things live on disk.
@@ -275,6 +277,9 @@ impl Config {
         }
         if self.hooks.timeout_secs.is_nan() || self.hooks.timeout_secs <= 0.0 {
             return bad("hooks.timeout_secs", "must be > 0");
+        }
+        if let Err((key, message)) = self.limits.validate() {
+            return bad(key, message);
         }
         Ok(())
     }

@@ -100,7 +100,7 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
             return quarantined(CRASHED_PARSER, &format!("crashed the parser: the header reader panicked: {msg}"), None)
         }
         Parsed::TimedOut(limit) => {
-            let detail = format!("the header parse did not end within {:.1} s (abandoned)", limit.as_secs_f64());
+            let detail = format!("the header parse did not end within {} s (abandoned)", limit.as_secs_f64());
             return quarantined(PARSER_TIMEOUT, &detail, None);
         }
     };

@@ -139,7 +139,7 @@ fn run_supervised(store: &Arc<Store>, cfg: &Config, pool: Pool, job: Job, runner
                 tracing::error!(job = job.id, kind = %job.kind, limit_secs = limit.as_secs_f64(), abandoned_threads = n, "stage timed out: its thread is abandoned");
                 *runner = None;
                 Err(StageError::Retry(format!(
-                    "{} timed out after {:.1} s (jobs.stage_timeout_secs.{}); abandoned",
+                    "{} timed out after {} s (jobs.stage_timeout_secs.{}); abandoned",
                     job.kind,
                     limit.as_secs_f64(),
                     job.kind

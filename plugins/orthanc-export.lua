@@ -2,8 +2,8 @@
 --
 -- Each instance is written as <drop>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, first under a
 -- hidden temporary name and then renamed, so ldae (which ignores hidden and *.part names and waits for files to
--- settle) never reads half a file. UIDs contain only digits and dots, so they are safe as path parts; nothing
--- from the patient's name is used.
+-- settle) never reads half a file. Each UID becomes one safe path part (see `safe`: a hostile value such as
+-- `..` or `../../etc` can never leave the drop folder); nothing from the patient's name is used.
 --
 -- Orthanc configuration:  "LuaScripts" : [ "/path/to/orthanc-export.lua" ],  "StableAge" : 60
 -- Drop folder: the LDAE_DROP environment variable of the Orthanc process, else the default below.
@@ -11,8 +11,15 @@
 local DROP = os.getenv('LDAE_DROP') or '/var/lib/ldae/incoming'
 
 local function safe(uid)
-  -- keep digits and dots only (a UID); anything else becomes '_'
-  return (string.gsub(uid or 'unknown', '[^0-9.]', '_'))
+  -- One path component from a UID: digits and single inner dots only (a valid UID), anything else becomes '_';
+  -- runs of dots and a leading or trailing dot become '_' too, so '.' and '..' (and '.hidden') cannot occur.
+  local s = string.gsub(uid or '', '[^0-9.]', '_')
+  s = string.gsub(s, '%.%.+', '_')
+  s = string.gsub(s, '^%.', '_')
+  s = string.gsub(s, '%.$', '_')
+  s = string.sub(s, 1, 64)
+  if s == '' then s = 'unknown' end
+  return s
 end
 
 local function mkdir(path)

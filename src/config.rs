@@ -82,9 +82,13 @@ pub struct IntakeConfig {
     pub rescan_secs: u64,
     /// A file is complete once its size and mtime have not changed for this long.
     pub settle_secs: f64,
-    /// Pause intake when the state disk has less free space than this (MiB).
+    /// Pause intake while any configured folder (drop folders, state, quarantine, archive, outputs) lies on a
+    /// file system with less free space than this (MiB).
     pub min_free_mib: u64,
     pub after_commit: AfterCommit,
+    /// A file whose header parse was in flight when the process died this many times is quarantined
+    /// (`crashed_parser`) instead of being read again.
+    pub max_parse_crashes: u32,
 }
 
 impl Default for IntakeConfig {
@@ -95,6 +99,7 @@ impl Default for IntakeConfig {
             settle_secs: 2.0,
             min_free_mib: 1024,
             after_commit: AfterCommit::Archive,
+            max_parse_crashes: 1,
         }
     }
 }
@@ -192,11 +197,55 @@ pub struct JobsConfig {
     pub backoff_max_secs: f64,
     /// Worker threads for CPU stages (0 = number of cores).
     pub cpu_workers: usize,
+    /// A job that was running when the process died this many times is dead-lettered on start.
+    pub max_crashes: u32,
+    /// The longest each stage may run before it is abandoned (and retried, then dead-lettered).
+    pub stage_timeout_secs: StageTimeouts,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { max_attempts: 5, backoff_secs: 5.0, backoff_max_secs: 600.0, cpu_workers: 0 }
+        JobsConfig {
+            max_attempts: 5,
+            backoff_secs: 5.0,
+            backoff_max_secs: 600.0,
+            cpu_workers: 0,
+            max_crashes: 3,
+            stage_timeout_secs: StageTimeouts::default(),
+        }
+    }
+}
+
+/// Per-stage time limits, seconds. A stage past its limit is abandoned: the job is recorded as failed (retried
+/// with backoff, then dead-lettered) and the worker goes on with a fresh thread; see `daemon::jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageTimeouts {
+    /// One file's header parse on intake (a timeout quarantines the file: `parser_timeout`).
+    pub parse: f64,
+    pub convert: f64,
+    pub archive: f64,
+    pub preprocess: f64,
+    pub encode: f64,
+}
+
+impl Default for StageTimeouts {
+    fn default() -> Self {
+        StageTimeouts { parse: 60.0, convert: 900.0, archive: 600.0, preprocess: 1800.0, encode: 3600.0 }
+    }
+}
+
+impl StageTimeouts {
+    /// The limit for a job kind (hooks: their own timeout plus a margin; they kill their child themselves).
+    pub fn for_kind(&self, kind: &str, hooks_timeout_secs: f64) -> std::time::Duration {
+        let secs = match kind {
+            "convert" => self.convert,
+            "archive" => self.archive,
+            "preprocess" => self.preprocess,
+            "encode" => self.encode,
+            _ => hooks_timeout_secs + 30.0,
+        };
+        std::time::Duration::from_secs_f64(secs)
     }
 }
 
@@ -274,6 +323,24 @@ impl Config {
         }
         if !(self.jobs.backoff_secs > 0.0 && self.jobs.backoff_max_secs >= self.jobs.backoff_secs) {
             return bad("jobs.backoff_secs", "must be > 0 and ≤ jobs.backoff_max_secs");
+        }
+        let t = &self.jobs.stage_timeout_secs;
+        for (key, v) in [
+            ("jobs.stage_timeout_secs.parse", t.parse),
+            ("jobs.stage_timeout_secs.convert", t.convert),
+            ("jobs.stage_timeout_secs.archive", t.archive),
+            ("jobs.stage_timeout_secs.preprocess", t.preprocess),
+            ("jobs.stage_timeout_secs.encode", t.encode),
+        ] {
+            if !(v > 0.0 && v <= 1e7) {
+                return bad(key, "must be a positive number of seconds (≤ 1e7)");
+            }
+        }
+        if self.jobs.max_crashes == 0 {
+            return bad("jobs.max_crashes", "must be ≥ 1");
+        }
+        if self.intake.max_parse_crashes == 0 {
+            return bad("intake.max_parse_crashes", "must be ≥ 1");
         }
         if self.hooks.timeout_secs.is_nan() || self.hooks.timeout_secs <= 0.0 {
             return bad("hooks.timeout_secs", "must be > 0");

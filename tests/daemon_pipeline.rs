@@ -91,6 +91,10 @@ fn series_dropped_slowly_is_converted_archived_and_reported() {
                 .expect("sidecar json");
         assert_eq!(side["reason"], "unreadable");
         assert!(side["original_path"].as_str().expect("original").contains("incoming/"), "{side}");
+        // Content hash + reason only: the original file name is kept in the store and the sidecar, not the path.
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        assert!(name.len() == 16 && name.chars().all(|c| c.is_ascii_hexdigit()), "{p:?}");
+        assert_eq!(Some(&name[..]), entry["sha256"].as_str().map(|s| &s[..16]), "{entry}");
     }
     let details: Vec<&str> = q.iter().filter_map(|e| e["detail"].as_str()).collect();
     assert!(details.iter().any(|d| d.contains("empty")), "{details:?}");
@@ -144,6 +148,11 @@ fn series_dropped_slowly_is_converted_archived_and_reported() {
     assert!(events.is_some(), "hook events missing\n{}", env.logs());
 
     assert_eq!(terminate(&mut daemon, 20.0), Some(0), "SIGTERM must drain and exit 0\n{}", env.logs());
+    // No original file name in the logs: files are named by quarantine id, hash prefix and UIDs.
+    let log = std::fs::read_to_string(env.path("serve-0.log")).expect("log");
+    for name in ["random.dcm", "truncated.dcm", "empty.dcm", "IM0001", "IM0046", "modality-1"] {
+        assert!(!log.contains(name), "the log names the file {name}:\n{log}");
+    }
 }
 
 #[test]

@@ -65,14 +65,41 @@ pub fn safe_component(s: &str) -> String {
     out
 }
 
+/// fsync a directory, so that a rename or removal in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// fsync the folders holding `a` and `b` (once if they are the same).
+fn sync_parents(a: &Path, b: &Path) -> std::io::Result<()> {
+    let (pa, pb) = (a.parent(), b.parent());
+    if let Some(p) = pa {
+        sync_dir(p)?;
+    }
+    match pb {
+        Some(p) if Some(p) != pa => sync_dir(p),
+        _ => Ok(()),
+    }
+}
+
+/// Remove a file and fsync its folder (a missing file is fine).
+pub fn remove_file_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => path.parent().map(sync_dir).unwrap_or(Ok(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Move `src` to `dst` (creating `dst`'s folder). Same file system: an atomic rename. Otherwise copy to a
 /// temporary name, fsync, rename, then remove the source — the file exists at one place at least at every moment.
+/// Both folders are fsynced after the rename, so the move itself survives a power loss.
 pub fn move_file(src: &Path, dst: &Path) -> std::io::Result<()> {
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::rename(src, dst) {
-        Ok(()) => Ok(()),
+        Ok(()) => sync_parents(src, dst),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = tmp_name(dst);
             {
@@ -83,7 +110,8 @@ pub fn move_file(src: &Path, dst: &Path) -> std::io::Result<()> {
                 to.sync_all()?;
             }
             std::fs::rename(&tmp, dst)?;
-            std::fs::remove_file(src)
+            std::fs::remove_file(src)?;
+            sync_parents(src, dst)
         }
         Err(e) => Err(e),
     }

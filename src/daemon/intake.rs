@@ -1,15 +1,17 @@
-//! Intake of one complete file: header-only parse, SHA-256, then exactly one of: a new instance row, a duplicate
-//! (recorded and quarantined), or quarantine with the reader's reason. Re-running it on the same file is a no-op,
-//! which is what makes rescans and restarts after a crash safe.
+//! Intake of one complete file: SHA-256, header-only parse (recorded as in flight, on a guarded thread: see
+//! `poison.rs`), then exactly one of: a new instance row, a duplicate (recorded and quarantined), or quarantine
+//! with the reader's reason. Re-running it on the same file is a no-op, which is what makes rescans and restarts
+//! after a crash safe. Logs name files by quarantine id, SHA-256 prefix and UIDs, never by path.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::dicom::{read_header, DicomError, Rejection};
+use crate::dicom::{DicomError, Rejection};
 use crate::store::{ArrivedFile, InstanceFacts, Recorded, Store};
 
 use super::files::{file_stamp, sha256_file};
 use super::hooks::hook_jobs;
+use super::poison::{guarded_read_header, Parsed, CRASHED_PARSER, PARSER_TIMEOUT};
 use super::quarantine::{finish_move, quarantine_file};
 use super::DaemonError;
 
@@ -48,6 +50,9 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
     if store.is_known_file(path, size, mtime_ns)? {
         return Ok(Intake::Skipped);
     }
+    if let Some(id) = store.requeue_landed(path)? {
+        tracing::info!(quarantine_id = id, "requeued file back in the drop folder");
+    }
     if let Some(row) = store.unfinished_quarantine(path, size, mtime_ns)? {
         finish_move(&row)?;
         return Ok(Intake::Quarantined { reason: row.reason.clone(), to: PathBuf::from(row.path) });
@@ -55,10 +60,10 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
     let sha256 = match sha256_file(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Intake::Skipped),
-        Err(e) => return Ok(Intake::Deferred(format!("{}: cannot read: {e}", path.display()))),
+        Err(e) => return Ok(Intake::Deferred(format!("cannot read a file: {e}"))),
     };
     if file_stamp(path) != Some((size, mtime_ns)) {
-        return Ok(Intake::Deferred(format!("{}: changed while being read", path.display())));
+        return Ok(Intake::Deferred(format!("file {}: changed while being read", &sha256[..12])));
     }
     let file = ArrivedFile { path: path.to_path_buf(), drop_folder: drop.to_path_buf(), size, mtime_ns, sha256 };
     let quarantined = |reason: &str, detail: &str, dup: Option<(i64, &str, bool)>| -> Result<Intake, DaemonError> {
@@ -71,19 +76,32 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
             None,
             serde_json::json!({ "path": file.path, "reason": reason, "detail": detail }),
         );
-        let to = quarantine_file(store, cfg, &file, reason, detail, dup, &hooks)?;
-        tracing::warn!(file = %file.path.display(), reason, detail, "quarantined");
+        let (id, to) = quarantine_file(store, cfg, &file, reason, detail, dup, &hooks)?;
+        tracing::warn!(quarantine_id = id, sha = &file.sha256[..12], reason, detail, "quarantined");
         Ok(Intake::Quarantined { reason: reason.to_string(), to })
     };
-    let header = match read_header(path) {
-        Ok(h) => h,
-        Err(DicomError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+    // In flight from here: should the process die during the parse, the next start quarantines the file.
+    store.parse_begin(&file)?;
+    let parsed = guarded_read_header(path, std::time::Duration::from_secs_f64(cfg.jobs.stage_timeout_secs.parse));
+    store.parse_end(path)?;
+    let header = match parsed {
+        Parsed::Header(h) => h,
+        Parsed::Error(DicomError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Intake::Skipped)
         }
-        Err(e @ DicomError::Io { .. }) => return Ok(Intake::Deferred(e.to_string())),
-        Err(e) => {
+        Parsed::Error(DicomError::Io { source, .. }) => {
+            return Ok(Intake::Deferred(format!("file {}: cannot read: {source}", &file.sha256[..12])))
+        }
+        Parsed::Error(e) => {
             let r = Rejection::from_error(&e);
             return quarantined(r.reason.code(), &r.reason.to_string(), None);
+        }
+        Parsed::Panicked(msg) => {
+            return quarantined(CRASHED_PARSER, &format!("crashed the parser: the header reader panicked: {msg}"), None)
+        }
+        Parsed::TimedOut(limit) => {
+            let detail = format!("the header parse did not end within {} s (abandoned)", limit.as_secs_f64());
+            return quarantined(PARSER_TIMEOUT, &detail, None);
         }
     };
     let f = facts(&header);
@@ -92,19 +110,25 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
     }
     match store.record_instance(&file, &f)? {
         Recorded::Instance { reopened, .. } => {
-            tracing::debug!(file = %path.display(), series = %f.series_uid, "instance");
+            tracing::debug!(sop = %f.sop_uid, series = %f.series_uid, "instance");
             if reopened {
                 tracing::info!(series = %f.series_uid, "late instance: series reopened");
             }
             Ok(Intake::Instance { series_uid: f.series_uid, reopened })
         }
-        Recorded::Duplicate { instance_id, identical, stored_path } => {
+        Recorded::Duplicate { instance_id, identical, .. } => {
             let (reason, detail) = if identical {
-                ("duplicate", format!("SOP Instance UID {} already stored at {stored_path} (identical)", f.sop_uid))
+                (
+                    "duplicate",
+                    format!("SOP Instance UID {} already stored (instance {instance_id}, identical)", f.sop_uid),
+                )
             } else {
                 (
                     "sop_uid_conflict",
-                    format!("SOP Instance UID {} already stored at {stored_path} with different content", f.sop_uid),
+                    format!(
+                        "SOP Instance UID {} already stored (instance {instance_id}) with different content",
+                        f.sop_uid
+                    ),
                 )
             };
             quarantined(reason, &detail, Some((instance_id, &f.sop_uid, identical)))

@@ -1,15 +1,18 @@
 //! The job runner: CPU workers on tokio's blocking pool (convert, archive, preprocess), the model on ONE dedicated
 //! OS thread (encode), hooks on their own thread — nothing here ever runs on a tokio worker. Each worker claims
-//! the most urgent due job, runs its stage (a panic is caught and counts as a failed attempt), and records the
-//! result: done with its outputs and follow-up jobs, a retry after capped exponential backoff, or dead-letter.
+//! the most urgent due job, runs its stage on its own stage thread under `catch_unwind` and the stage's time
+//! limit (a panic is a permanent failure; a timeout abandons the thread and counts as a failed attempt), and
+//! records the result: done with its outputs and follow-up jobs, a retry after capped exponential backoff, or
+//! dead-letter.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, JobsConfig};
-use crate::store::{Job, Store};
+use crate::store::{Completion, Job, Store};
 
+use super::poison::panic_message;
 use super::stages::{self, StageError, CPU_KINDS, HOOK_KINDS, MODEL_KINDS};
 
 /// Delay before retry number `attempts` (1 = after the first failure): `backoff_secs · 2^(attempts−1)`, capped.
@@ -36,35 +39,46 @@ impl Pool {
     }
 }
 
-/// Run one claimed job and record its outcome.
-pub fn run_one(store: &Store, cfg: &Config, pool: Pool, job: Job) {
-    let started = std::time::Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
-        Pool::Model => super::stage_encode::run(store, cfg, &job),
-        Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, &job),
+/// What a stage returns.
+type Outcome = Result<Completion, StageError>;
+
+/// Threads abandoned because their stage ran past its limit (still running, or stuck, somewhere).
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+
+/// Run a job's stage on this thread. A panic is caught and becomes a permanent failure that names the job and
+/// its series: a stage that panics on some input will panic on it again.
+pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
+        Pool::Model => super::stage_encode::run(store, cfg, job),
+        Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, job),
     }))
     .unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(StageError::Retry(format!("stage panicked: {msg}")))
-    });
+        Err(StageError::Permanent(format!(
+            "{} job {} (series {}): the stage panicked: {}",
+            job.kind,
+            job.id,
+            job.series_uid.as_deref().unwrap_or("-"),
+            panic_message(&*p)
+        )))
+    })
+}
+
+/// Record a job's outcome: done, retry after backoff, or dead-letter.
+pub fn record(store: &Store, cfg: &Config, job: &Job, result: Outcome, started: Instant) {
     let series = job.series_uid.as_deref().unwrap_or("-");
     let recorded = match result {
         Ok(c) => {
             tracing::info!(job = job.id, kind = %job.kind, series, secs = started.elapsed().as_secs_f64(), "job done");
-            store.complete(&job, &c)
+            store.complete(job, &c)
         }
         Err(StageError::Retry(e)) if job.attempts < cfg.jobs.max_attempts as i64 => {
             let delay = backoff(&cfg.jobs, job.attempts);
             tracing::warn!(job = job.id, kind = %job.kind, series, attempt = job.attempts, retry_in_secs = delay, error = %e, "job failed, will retry");
-            store.fail(&job, &e, Some(crate::store::now() + delay))
+            store.fail(job, &e, Some(crate::store::now() + delay))
         }
         Err(e) => {
             tracing::error!(job = job.id, kind = %job.kind, series, attempt = job.attempts, error = %e, "job dead-lettered");
-            store.fail(&job, &e.to_string(), None)
+            store.fail(job, &e.to_string(), None)
         }
     };
     if let Err(e) = recorded {
@@ -73,13 +87,81 @@ pub fn run_one(store: &Store, cfg: &Config, pool: Pool, job: Job) {
     }
 }
 
+/// A stage thread: runs the jobs its worker hands it, one at a time, and sends each outcome back.
+struct Runner {
+    jobs: mpsc::Sender<(Config, Job)>,
+    results: mpsc::Receiver<Outcome>,
+}
+
+fn spawn_runner(store: &Arc<Store>, pool: Pool) -> std::io::Result<Runner> {
+    let (jobs, job_rx) = mpsc::channel::<(Config, Job)>();
+    let (result_tx, results) = mpsc::channel();
+    let store = store.clone();
+    let name = match pool {
+        Pool::Cpu => "ldae-stage",
+        Pool::Model => "ldae-model-stage",
+        Pool::Hook => "ldae-hook-stage",
+    };
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        for (cfg, job) in job_rx {
+            if result_tx.send(run_stage(&store, &cfg, pool, &job)).is_err() {
+                break; // abandoned by its worker (timeout): the result is dropped
+            }
+        }
+    })?;
+    Ok(Runner { jobs, results })
+}
+
+/// Run one claimed job on the worker's stage thread, waiting at most the stage's time limit
+/// (`jobs.stage_timeout_secs`). Past it the job is recorded as failed (retried with backoff, then
+/// dead-lettered) and the stage thread is abandoned: a blocking computation cannot be stopped from outside, so
+/// it runs on (or stays stuck) unobserved, its result is dropped, and the worker continues on a fresh thread
+/// (the model thread reloads the model there). Abandoned threads are counted in the log.
+fn run_supervised(store: &Arc<Store>, cfg: &Config, pool: Pool, job: Job, runner: &mut Option<Runner>) {
+    let started = Instant::now();
+    if runner.is_none() {
+        match spawn_runner(store, pool) {
+            Ok(r) => *runner = Some(r),
+            Err(e) => {
+                record(store, cfg, &job, Err(StageError::Retry(format!("cannot start a stage thread: {e}"))), started);
+                return;
+            }
+        }
+    }
+    let Some(r) = runner.as_ref() else { return };
+    let limit = cfg.jobs.stage_timeout_secs.for_kind(&job.kind, cfg.hooks.timeout_secs);
+    let outcome = match r.jobs.send((cfg.clone(), job.clone())) {
+        Err(_) => Err(StageError::Retry("the stage thread is gone".into())),
+        Ok(()) => match r.results.recv_timeout(limit) {
+            Ok(o) => o,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let n = ABANDONED.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::error!(job = job.id, kind = %job.kind, limit_secs = limit.as_secs_f64(), abandoned_threads = n, "stage timed out: its thread is abandoned");
+                *runner = None;
+                Err(StageError::Retry(format!(
+                    "{} timed out after {} s (jobs.stage_timeout_secs.{}); abandoned",
+                    job.kind,
+                    limit.as_secs_f64(),
+                    job.kind
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                *runner = None;
+                Err(StageError::Retry("the stage thread ended without a result".into()))
+            }
+        },
+    };
+    record(store, cfg, &job, outcome, started);
+}
+
 /// A worker: claim and run jobs of its pool until `stop` (finishing the job in hand: the drain on SIGTERM).
 pub fn worker_loop(store: Arc<Store>, cfg: Arc<RwLock<Config>>, stop: Arc<AtomicBool>, pool: Pool) {
+    let mut runner = None;
     while !stop.load(Ordering::SeqCst) {
         match store.claim(pool.kinds()) {
             Ok(Some(job)) => {
                 let snapshot = cfg.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone());
-                run_one(&store, &snapshot, pool, job);
+                run_supervised(&store, &snapshot, pool, job, &mut runner);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(150)),
             Err(e) => {
@@ -133,7 +215,13 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let cfg = JobsConfig { max_attempts: 5, backoff_secs: 2.0, backoff_max_secs: 10.0, cpu_workers: 1 };
+        let cfg = JobsConfig {
+            max_attempts: 5,
+            backoff_secs: 2.0,
+            backoff_max_secs: 10.0,
+            cpu_workers: 1,
+            ..Default::default()
+        };
         assert_eq!(backoff(&cfg, 1), 2.0);
         assert_eq!(backoff(&cfg, 2), 4.0);
         assert_eq!(backoff(&cfg, 3), 8.0);

@@ -10,6 +10,7 @@ pub mod files;
 pub mod hooks;
 pub mod intake;
 pub mod jobs;
+pub mod poison;
 pub mod quarantine;
 pub mod run;
 pub mod stability;
@@ -18,6 +19,9 @@ pub mod stage_preprocess;
 pub mod stages;
 pub mod systemd;
 pub mod watch;
+
+#[cfg(test)]
+mod durable_tests;
 
 use std::path::PathBuf;
 

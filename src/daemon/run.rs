@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::store::Store;
 
-use super::files::free_mib;
+use super::files::{free_mib, sha256_bytes};
 use super::intake::{intake_file, Intake};
 use super::watch::{drop_of, scan, Settler};
 use super::{jobs, stability, systemd, watch, DaemonError};
@@ -83,9 +83,20 @@ pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
 async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), DaemonError> {
     let _lock = lock_state(&cfg.paths.state)?;
     let store = Arc::new(Store::open_in(&cfg.paths.state)?);
-    let requeued = store.requeue_running()?;
+    let (requeued, crash_looped) = store.requeue_running(cfg.jobs.max_crashes)?;
     let rearmed = store.rearm_pending()?;
-    tracing::info!(db = %store.path().display(), requeued, rearmed, cpu_workers = cpu, "store open");
+    let requeues_finished = super::quarantine::recover_requeues(&store)?;
+    let poison = super::poison::recover_interrupted_parses(&store, &cfg)?;
+    tracing::info!(
+        db = %store.path().display(),
+        requeued,
+        crash_looped,
+        rearmed,
+        requeues_finished,
+        poison,
+        cpu_workers = cpu,
+        "store open"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(false));
@@ -188,8 +199,22 @@ fn status_line(store: &Store, paused: bool) -> Result<String, crate::store::Stor
     ))
 }
 
+/// Every configured folder whose file system has less than `intake.min_free_mib` free, with its free MiB: the
+/// drop folders, state, quarantine, archive and outputs — a full outputs or archive disk stops the pipeline as
+/// surely as a full state disk.
+pub fn low_disk(cfg: &Config) -> Vec<(PathBuf, u64)> {
+    let p = &cfg.paths;
+    let all = p.incoming.iter().chain([&p.state, &p.quarantine, &p.archive, &p.outputs]);
+    all.filter_map(|d| free_mib(d).filter(|&f| f < cfg.intake.min_free_mib).map(|f| (d.clone(), f))).collect()
+}
+
+/// A stable, non-identifying name for a path in logs (the first 12 hex of its SHA-256).
+fn path_key(p: &Path) -> String {
+    sha256_bytes(p.to_string_lossy().as_bytes())[..12].to_string()
+}
+
 /// The intake thread: collect noticed paths, rescan periodically, settle, and take complete files in; pause
-/// while the state disk is below `intake.min_free_mib`.
+/// while any configured folder's disk is below `intake.min_free_mib`.
 fn intake_loop(
     store: &Store,
     shared: &RwLock<Config>,
@@ -225,10 +250,13 @@ fn intake_loop(
                 settler.add(p, d);
             }
         }
-        let low = free_mib(&cfg.paths.state).is_some_and(|free| free < cfg.intake.min_free_mib);
+        let short = low_disk(&cfg);
+        let low = !short.is_empty();
         if low != paused.swap(low, Ordering::SeqCst) {
             if low {
-                tracing::error!(min_free_mib = cfg.intake.min_free_mib, "low disk space: intake paused");
+                let folders: Vec<String> =
+                    short.iter().map(|(d, f)| format!("{} ({f} MiB free)", d.display())).collect();
+                tracing::error!(min_free_mib = cfg.intake.min_free_mib, folders = ?folders, "low disk space: intake paused");
             } else {
                 tracing::info!("disk space back above the watermark: intake resumed");
             }
@@ -247,7 +275,7 @@ fn intake_loop(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(file = %p.display(), error = %e, "intake failed; will retry");
+                    tracing::error!(file_key = %path_key(&p), error = %e, "intake failed; will retry");
                     settler.add(p, d);
                 }
             }

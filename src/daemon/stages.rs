@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{AfterCommit, Config};
 use crate::store::{Completion, Job, NewJob, SeriesUpdate, Store};
 
-use super::files::{move_file, safe_component, sha256_file};
+use super::files::{move_file, remove_file_durably, safe_component, sha256_file};
 use super::hooks::hook_jobs;
 
 /// Why a stage did not complete.
@@ -91,12 +91,29 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
         tracing::info!(series = %series.series_uid, "convert superseded by newer instances");
         return Ok(Completion::default());
     }
-    let paths: Vec<PathBuf> = series.files.iter().map(|f| PathBuf::from(&f.2)).collect();
-    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
-        return Err(StageError::Retry(format!("series {}: {} is missing", series.series_uid, missing.display())));
+    // `after_commit = "delete"`: instances converted before are gone (path ""); a late arrival's content key
+    // covers only the files still on disk, which are converted as a new split beside the earlier volumes.
+    let live: Vec<&(i64, String, String, String)> = series.files.iter().filter(|f| !f.2.is_empty()).collect();
+    let deleted = series.files.len() - live.len();
+    if live.is_empty() {
+        return Err(StageError::Permanent(format!("series {}: no instance file is left on disk", series.series_uid)));
+    }
+    let paths: Vec<PathBuf> = live.iter().map(|f| PathBuf::from(&f.2)).collect();
+    if let Some(missing) = live.iter().find(|f| !Path::new(&f.2).exists()) {
+        return Err(StageError::Retry(format!("series {}: instance {} file is missing", series.series_uid, missing.1)));
     }
     let report = crate::dicom::convert_paths(&paths, &cfg.convert);
-    let rejected: Vec<String> = report.rejected.iter().map(|r| r.to_string()).collect();
+    // Rejections name the instance by SOP UID, not by its file's path.
+    let sop_of = |subject: &str| live.iter().find(|f| f.2 == subject).map(|f| f.1.clone());
+    let rejected: Vec<String> = report
+        .rejected
+        .iter()
+        .map(|r| match sop_of(&r.subject) {
+            Some(sop) => format!("instance {sop}: {}", r.reason),
+            None if r.subject.contains('/') => r.reason.to_string(),
+            None => r.to_string(),
+        })
+        .collect();
     if report.converted.is_empty() {
         let why =
             if rejected.is_empty() { "the converter produced no volume".to_string() } else { rejected.join("; ") };
@@ -124,7 +141,16 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
             sha256: sha,
         });
     }
-    let note = (!rejected.is_empty()).then(|| format!("partly rejected: {}", rejected.join("; ")));
+    let split = (deleted > 0).then(|| {
+        format!(
+            "late split: {} instance(s) converted on their own; the {deleted} earlier ones were deleted after their \
+             conversion (intake.after_commit = delete), their volumes stay recorded",
+            live.len()
+        )
+    });
+    let partly = (!rejected.is_empty()).then(|| format!("partly rejected: {}", rejected.join("; ")));
+    let note = [split, partly].into_iter().flatten().collect::<Vec<_>>();
+    let note = (!note.is_empty()).then(|| note.join("; "));
     if cfg.intake.after_commit != AfterCommit::Keep {
         c.next.push(NewJob {
             kind: "archive".into(),
@@ -152,12 +178,17 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
 }
 
 /// archive: move (or delete) a converted series' instance files per `intake.after_commit`.
+///
+/// Destructive steps wait for a durable commit: first a `synchronous = FULL` barrier (so the conversion these
+/// files were consumed by cannot roll back in a power loss once they are gone), then each move is fsynced
+/// (both folders) and recorded at once — the record holds even if the job is cancelled or fails afterwards.
 fn archive(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
     let key = content_key(job)?;
     let series = store.series_files(series_of(job)?)?;
     if series.content_key.as_deref() != Some(key.as_str()) {
         return Ok(Completion::default());
     }
+    store.durable_barrier("archive_durable", &series.series_uid)?;
     let mut c = Completion::default();
     let dir = cfg.paths.archive.join(safe_component(&series.study_uid)).join(safe_component(&series.series_uid));
     for (id, sop, path, _received) in &series.files {
@@ -170,21 +201,20 @@ fn archive(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
                     continue;
                 }
                 if src.exists() {
-                    move_file(src, &dst).map_err(|e| StageError::Retry(format!("{}: {e}", src.display())))?;
+                    move_file(src, &dst).map_err(|e| StageError::Retry(format!("instance {sop}: {e}")))?;
                 } else if !dst.exists() {
-                    return Err(StageError::Retry(format!("{}: instance file missing", src.display())));
+                    return Err(StageError::Retry(format!("instance {sop}: file missing")));
                 }
-                c.moved.push((*id, dst.to_string_lossy().into_owned()));
+                let dst = dst.to_string_lossy().into_owned();
+                store.instance_moved(*id, &dst)?;
+                c.moved.push((*id, dst));
             }
             AfterCommit::Delete => {
                 if path.is_empty() {
                     continue;
                 }
-                match std::fs::remove_file(src) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StageError::Retry(format!("{}: {e}", src.display()))),
-                }
+                remove_file_durably(src).map_err(|e| StageError::Retry(format!("instance {sop}: {e}")))?;
+                store.instance_moved(*id, "")?;
                 c.moved.push((*id, String::new()));
             }
         }

@@ -139,14 +139,46 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Jobs left `running` by a process that died: make them pending again (their attempt stays counted).
-    pub fn requeue_running(&self) -> Result<usize, StoreError> {
-        let conn = self.lock();
-        Ok(conn.execute(
+    /// Jobs left `running` by a process that died: count the death against each (`crashes`); those that have now
+    /// been running during `max_crashes` deaths are dead-lettered (a stage that takes the process down must not
+    /// put the daemon into a crash loop), the others become pending again (their attempt stays counted).
+    /// Returns (requeued, dead-lettered).
+    pub fn requeue_running(&self, max_crashes: u32) -> Result<(usize, usize), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let t = now();
+        tx.execute("UPDATE jobs SET crashes = crashes + 1 WHERE state = 'running'", [])?;
+        let error = "the daemon died while this job ran, ' || crashes || ' times: not run again (a poison input?)";
+        let dead: Vec<(i64, Option<i64>, String, String)> = {
+            let mut st = tx.prepare(&format!(
+                "UPDATE jobs SET state = 'dead', updated_at = ?1, finished_at = ?1, last_error = '{error}' \
+                 WHERE state = 'running' AND crashes >= ?2 RETURNING id, series_ref, kind, payload"
+            ))?;
+            let rows = st
+                .query_map(params![t, max_crashes.max(1) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for (id, series, kind, payload) in &dead {
+            let key = serde_json::from_str::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|p| p.get("content_key").and_then(|k| k.as_str()).map(str::to_string));
+            if let (Some(series), Some(key)) = (series, key) {
+                tx.execute(
+                    "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
+                     AND state <> 'receiving'",
+                    params![series, key, format!("{kind} job {id} dead: the daemon died while it ran")],
+                )?;
+            }
+            audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "kind": kind, "error": "crash loop" }))?;
+        }
+        let requeued = tx.execute(
             "UPDATE jobs SET state = 'pending', updated_at = ?1, next_at = ?1, \
              last_error = COALESCE(last_error, 'interrupted (daemon stopped while it ran)') WHERE state = 'running'",
-            [now()],
-        )?)
+            [t],
+        )?;
+        tx.commit()?;
+        Ok((requeued, dead.len()))
     }
 
     /// Take the most urgent runnable job of one of `kinds` and mark it running (attempts + 1).

@@ -19,12 +19,14 @@ use rusqlite::Connection;
 
 mod intake;
 mod jobs;
+mod recovery;
 mod results;
 mod series;
 mod status;
 
 pub use intake::{ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
+pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
 pub use status::{JobCount, SeriesSummary, StatusReport};
@@ -35,6 +37,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_results", include_str!("migrations/0002_results.sql")),
     ("0003_jobs", include_str!("migrations/0003_jobs.sql")),
     ("0004_quarantine_audit", include_str!("migrations/0004_quarantine_audit.sql")),
+    ("0005_recovery", include_str!("migrations/0005_recovery.sql")),
 ];
 
 /// The database file inside `paths.state`.
@@ -51,6 +54,8 @@ pub enum StoreError {
     Migration { path: PathBuf, name: String, source: rusqlite::Error },
     #[error("{path}: database schema version {found} is newer than this ldae ({known}); upgrade ldae")]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("{path}: database schema version {found} is older than this ldae ({known}); run `ldae serve` to migrate")]
+    TooOld { path: PathBuf, found: i64, known: i64 },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -104,7 +109,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Open an existing database read-only-in-spirit for the operator CLI: fails if it does not exist yet.
+    /// Open an existing database for an operator command (`ldae status`, `jobs`, `quarantine`, `commit`): never
+    /// creates or migrates it (only `ldae serve` does), and refuses a schema this ldae does not know exactly — a
+    /// newer one (upgrade ldae) or an older one (run `ldae serve` to migrate).
     pub fn open_existing_in(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(DB_FILE);
         if !path.exists() {
@@ -113,7 +120,21 @@ impl Store {
                 path.display()
             )));
         }
-        Self::open(&path)
+        let open_err = |source| StoreError::Open { path: path.clone(), source };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(open_err)?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { path, found, known });
+        }
+        if found < known {
+            return Err(StoreError::TooOld { path, found, known });
+        }
+        Ok(Store { conn: Mutex::new(conn), path })
     }
 
     /// Where the database lives.
@@ -159,6 +180,27 @@ impl Store {
     pub fn audit(&self, kind: &str, subject: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
         audit(&self.lock(), kind, subject, detail)
     }
+}
+
+/// Run `f` in one transaction committed with `synchronous = FULL`: when this returns, the change — and, WAL
+/// being a log, every commit before it — survives a power loss. Used right before a destructive file step
+/// (archive move, delete, quarantine move, requeue move); measured ≈ 6 ms per commit on the dev box's disk
+/// against ≈ 0.01 ms for a NORMAL one, so only those few commits pay it.
+fn durably<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let result = (|| -> Result<T, StoreError> {
+        let tx = conn.transaction()?;
+        let v = f(&tx)?;
+        tx.commit()?;
+        Ok(v)
+    })();
+    let reset = conn.pragma_update(None, "synchronous", "NORMAL");
+    let v = result?;
+    reset?;
+    Ok(v)
 }
 
 /// Insert an audit event (inside the caller's transaction).

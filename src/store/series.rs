@@ -13,7 +13,8 @@ use super::{audit, now, Store, StoreError};
 pub struct ReadySeries {
     pub id: i64,
     pub series_uid: String,
-    /// SHA-256 over the sorted (SOP UID, file SHA-256) pairs: names every job that follows.
+    /// SHA-256 over the sorted (SOP UID, file SHA-256) pairs of the instances whose files are still on disk
+    /// (after `after_commit = "delete"` a late arrival's key covers the late files only): names every job.
     pub content_key: String,
     pub instance_count: i64,
     /// Why it is ready: `quiet`, `expected_count` or `commit`.
@@ -78,7 +79,9 @@ impl Store {
         }
         let mut hasher = Sha256::new();
         {
-            let mut st = tx.prepare("SELECT sop_uid, sha256 FROM instances WHERE series_ref = ?1 ORDER BY sop_uid")?;
+            let mut st = tx.prepare(
+                "SELECT sop_uid, sha256 FROM instances WHERE series_ref = ?1 AND path <> '' ORDER BY sop_uid",
+            )?;
             let mut rows = st.query([series_id])?;
             while let Some(r) = rows.next()? {
                 let sop: String = r.get(0)?;

@@ -149,6 +149,29 @@ fn claim_fail_retry_dead_and_operator_retry() {
     // A crash while running: requeue_running makes it pending again.
     s.job_retry(j.id).unwrap();
     let _ = s.claim(&["convert"]).unwrap().expect("claimed");
-    assert_eq!(s.requeue_running().unwrap(), 1);
+    assert_eq!(s.requeue_running(2).unwrap(), (1, 0));
     assert!(s.claim(&["convert"]).unwrap().is_some());
+    // Running during a second death (max_crashes = 2): a crash loop, dead-lettered instead of run again.
+    assert_eq!(s.requeue_running(2).unwrap(), (0, 1));
+    let j = s.job(j.id).unwrap();
+    assert_eq!(j.state, "dead");
+    assert!(j.last_error.as_deref().unwrap_or("").contains("died while this job ran, 2 times"), "{j:?}");
+    assert!(s.claim(&["convert"]).unwrap().is_none());
+}
+
+#[test]
+fn operator_open_neither_creates_nor_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Store::open_existing_in(dir.path()).is_err(), "no database: an error, not a new one");
+    assert!(!dir.path().join(DB_FILE).exists());
+    let old = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    old.execute_batch(MIGRATIONS[0].1).unwrap();
+    old.pragma_update(None, "user_version", 1).unwrap();
+    let e = Store::open_existing_in(dir.path()).err().expect("older schema refused").to_string();
+    assert!(e.contains("older") && e.contains("ldae serve"), "{e}");
+    let v: i64 = old.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 1, "an operator command must not migrate");
+    old.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+    let e = Store::open_existing_in(dir.path()).err().expect("newer schema refused").to_string();
+    assert!(e.contains("newer"), "{e}");
 }

@@ -79,7 +79,8 @@ impl Env {
              [intake]\nsettle_secs = {settle}\nrescan_secs = 2\n{intake}\n\
              [stability]\nquiet_secs = {quiet}\n\
              {model}\n\
-             [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n{extra}",
+             [jobs]\nbackoff_secs = 0.5\nbackoff_max_secs = 2.0\nmax_attempts = 3\ncpu_workers = 2\n\
+             max_crashes = 10\n{extra}",
             d = self.dir.path().display(),
             settle = self.settle_secs,
             quiet = self.quiet_secs,
@@ -235,6 +236,45 @@ pub fn rewrite_uids(src: &Path, tag: u32, index: usize) -> Vec<u8> {
     let mut out = Vec::new();
     obj.write_all(&mut out).expect("write DICOM");
     out
+}
+
+/// A legal but slow-to-parse DICOM file: instance 0 of series `tag` (as [`rewrite_uids`]) carrying `elements`
+/// extra private elements before Pixel Data, which a header parse must read one by one (1 M take about a second).
+pub fn slow_to_parse(src: &Path, tag: u32, elements: usize) -> Vec<u8> {
+    use dicom_core::Tag;
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(tmp.path(), rewrite_uids(src, tag, 9999)).expect("write");
+    let mut obj = dicom_object::open_file(tmp.path()).expect("reopen");
+    let mut n = 0;
+    'outer: for group in (0x0009u16..0x7fe0).step_by(2) {
+        obj.put(DataElement::new(Tag(group, 0x0010), VR::LO, PrimitiveValue::from("LDAE TEST")));
+        for elem in 0x1000u16..0x2000 {
+            if n >= elements {
+                break 'outer;
+            }
+            obj.put(DataElement::new(Tag(group, elem), VR::SS, PrimitiveValue::from(n as i16)));
+            n += 1;
+        }
+    }
+    let mut out = Vec::new();
+    obj.write_all(&mut out).expect("write DICOM");
+    out
+}
+
+/// Rows of a query on the daemon's database (opened read-only beside it), or 0 before it exists.
+pub fn db_count(env: &Env, sql: &str) -> i64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(env.path("state/ldae.sqlite"), flags)
+        .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// Skip (loudly) or, with `LDAE_REQUIRE_ALL=1`, fail: a tool or data the test needs is missing.
+pub fn missing(what: &str) {
+    if std::env::var("LDAE_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{what} (LDAE_REQUIRE_ALL=1: nothing may be skipped)");
+    }
+    println!("SKIPPED: {what}");
 }
 
 /// The series UID `rewrite_uids` gives series `tag`.

@@ -20,12 +20,9 @@ pub struct QcConfig {
 
 impl Default for QcConfig {
     fn default() -> Self {
-        QcConfig { min_metric: MIN_METRIC, min_brain_coverage: 0.9 }
+        QcConfig { min_metric: 0.3, min_brain_coverage: 0.9 }
     }
 }
-
-/// Default `qc.min_metric` (see the measurements in the config file's comment).
-const MIN_METRIC: f64 = 0.2;
 
 impl QcConfig {
     /// Check values that types alone cannot: `(key, message)` of the first bad one.

@@ -28,6 +28,10 @@ pub struct Config {
     pub stability: StabilityConfig,
     pub convert: ConvertConfig,
     pub preprocess: PreprocessConfig,
+    /// Which converted series are brain volumes to register and encode.
+    pub select: crate::dicom::select::SelectConfig,
+    /// Thresholds a registration must pass to be encoded.
+    pub qc: crate::preprocess::qc::QcConfig,
     pub model: ModelSection,
     pub jobs: JobsConfig,
     pub hooks: HooksConfig,
@@ -346,6 +350,12 @@ impl Config {
             return bad("hooks.timeout_secs", "must be > 0");
         }
         if let Err((key, message)) = self.limits.validate() {
+            return bad(key, message);
+        }
+        if let Err((key, message)) = self.select.validate() {
+            return bad(key, message);
+        }
+        if let Err((key, message)) = self.qc.validate() {
             return bad(key, message);
         }
         Ok(())

@@ -162,7 +162,11 @@ pub fn status(a: StatusArgs, config: &Path) -> anyhow::Result<ExitCode> {
             println!(
                 "  {} patient {} {} instances={} volumes={} embeddings={} last instance {}{}",
                 s.series_uid,
-                s.patient_id,
+                match (&s.patient_id, &s.issuer_of_patient_id) {
+                    (Some(id), Some(issuer)) => format!("{id} ({issuer})"),
+                    (Some(id), None) => id.clone(),
+                    (None, _) => "(no PatientID: keyed by its study)".into(),
+                },
                 s.state,
                 s.instances,
                 s.volumes,
@@ -193,12 +197,13 @@ pub fn jobs(c: JobsCommand, config: &Path) -> anyhow::Result<ExitCode> {
             } else {
                 for j in &jobs {
                     println!(
-                        "{:>6} {:<9} {:<9} attempts={} series={} {}",
+                        "{:>6} {:<9} {:<9} attempts={} series={} ({}) {}",
                         j.id,
                         j.kind,
                         j.state,
                         j.attempts,
                         j.series_uid.as_deref().unwrap_or("-"),
+                        j.series_state.as_deref().unwrap_or("-"),
                         j.last_error.as_deref().unwrap_or("")
                     );
                 }

@@ -36,7 +36,9 @@ fn facts(h: &crate::dicom::InstanceHeader) -> InstanceFacts {
         sop_uid: h.sop_instance_uid.clone(),
         series_uid: h.series_instance_uid.clone(),
         study_uid: h.study_instance_uid.clone(),
-        patient_id: h.patient_id.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "(none)".into()),
+        // No PatientID: the store keys the patient by the study, never a shared "(none)".
+        patient_id: h.patient_id.clone().filter(|p| !p.is_empty()),
+        issuer_of_patient_id: h.issuer_of_patient_id.clone(),
         modality: h.modality.clone(),
         instance_number: h.instance_number,
         expected_count: expected.filter(|&n| n > 0),

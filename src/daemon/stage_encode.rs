@@ -12,14 +12,15 @@ use crate::config::{Config, DeviceKind};
 use crate::model::ldae::{no_progress, Ldae};
 use crate::store::{Completion, Job, NewEmbedding, SeriesUpdate, Store};
 
-use super::files::{sha256_bytes, sha256_file};
 use super::hooks::hook_jobs;
 use super::stages::StageError;
 
-/// A loaded model: its directory, id (folder name), version (hash of its config and weight files) and device.
+/// A loaded model: its directory, id (folder name), version (the first 16 hex digits of its weights digest,
+/// [`super::digest::model_digest`]) and device. A different folder, device or digest loads the model again.
 struct Loaded {
     dir: PathBuf,
     device: DeviceKind,
+    digest: String,
     id: String,
     version: String,
     model: Ldae,
@@ -29,27 +30,7 @@ thread_local! {
     static MODEL: RefCell<Option<Loaded>> = const { RefCell::new(None) };
 }
 
-/// Model version: SHA-256 over the names and hashes of `config.json` and every `*.safetensors`/`*.pth` file.
-fn model_version(dir: &Path) -> Result<String, StageError> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| StageError::Permanent(format!("{}: {e}", dir.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            n == "config.json" || n.ends_with(".safetensors") || n.ends_with(".pth")
-        })
-        .collect();
-    names.sort();
-    let mut all = String::new();
-    for p in names {
-        let h = sha256_file(&p).map_err(|e| StageError::Retry(format!("{}: {e}", p.display())))?;
-        all.push_str(&format!("{} {h}\n", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    }
-    Ok(sha256_bytes(all.as_bytes())[..16].to_string())
-}
-
-fn load(cfg: &Config) -> Result<Loaded, StageError> {
+fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     let device = match cfg.model.device {
         DeviceKind::Cpu => Device::Cpu,
         DeviceKind::Cuda => {
@@ -64,7 +45,8 @@ fn load(cfg: &Config) -> Result<Loaded, StageError> {
         dir: cfg.model.dir.clone(),
         device: cfg.model.device,
         id,
-        version: model_version(&cfg.model.dir)?,
+        version: digest[..16].to_string(),
+        digest,
         model,
     })
 }
@@ -100,8 +82,10 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let input = crate::nifti::read_nifti(&input_path).map_err(|e| StageError::Retry(e.to_string()))?;
     MODEL.with(|slot| {
         let mut slot = slot.borrow_mut();
-        if !slot.as_ref().is_some_and(|m| m.dir == cfg.model.dir && m.device == cfg.model.device) {
-            *slot = Some(load(cfg)?);
+        let digest = super::digest::model_digest(&cfg.model.dir).map_err(StageError::Retry)?;
+        if !slot.as_ref().is_some_and(|m| m.dir == cfg.model.dir && m.device == cfg.model.device && m.digest == digest)
+        {
+            *slot = Some(load(cfg, digest)?);
         }
         let Some(m) = slot.as_ref() else { return Err(StageError::Retry("model not loaded".into())) };
         let [x, y, z] = input.shape();

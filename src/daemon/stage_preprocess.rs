@@ -13,7 +13,8 @@ use crate::model::config::ModelConfig;
 use crate::preprocess::template::Template;
 use crate::store::{Completion, Job, NewJob, NewRegistration, SeriesUpdate, Store};
 
-use super::files::{file_stamp, sha256_bytes};
+use super::digest::{file_digest, model_digest};
+use super::files::sha256_bytes;
 use super::stages::StageError;
 
 /// Why registration cannot run with this config (the series is then stored without codes), if it cannot.
@@ -35,28 +36,35 @@ fn model_config(cfg: &Config) -> Result<ModelConfig, StageError> {
     ModelConfig::load(&path).map_err(|e| StageError::Permanent(e.to_string()))
 }
 
-/// The preprocessing hash: everything that changes the model input.
-pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> String {
-    let stamp = |p: &Path| file_stamp(p).map(|(s, m)| format!("{s}:{m}")).unwrap_or_default();
+/// The SHA-256 of the template and of its mask (cached per file version, see [`super::digest`]).
+fn template_digests(cfg: &Config) -> Result<(String, String), StageError> {
+    let digest = |p: &Path| file_digest(p).map_err(|e| StageError::Retry(format!("{}: {e}", p.display())));
+    Ok((digest(&cfg.preprocess.template)?, digest(&cfg.preprocess.template_mask)?))
+}
+
+/// The preprocessing hash: everything that changes the model input — the template and mask by content, the
+/// `[preprocess]` config, the model's input grid and the ldae version.
+pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> Result<String, StageError> {
+    let (template, mask) = template_digests(cfg)?;
     let key = serde_json::json!({
         "preprocess": cfg.preprocess,
-        "template": stamp(&cfg.preprocess.template),
-        "template_mask": stamp(&cfg.preprocess.template_mask),
+        "template": template,
+        "template_mask": mask,
         "pixdim": model.data.pixdim,
         "resize_to": model.data.resize_to,
         "ldae": crate::VERSION,
     });
-    sha256_bytes(key.to_string().as_bytes())
+    Ok(sha256_bytes(key.to_string().as_bytes()))
 }
 
 type Cached = Mutex<Option<((PathBuf, PathBuf, String), Arc<Template>)>>;
 static TEMPLATE: Cached = Mutex::new(None);
 
-/// The template, loaded once per (paths, file stamps) and shared by the CPU workers.
+/// The template, loaded once per (paths, content digests) and shared by the CPU workers.
 fn template(cfg: &Config) -> Result<Arc<Template>, StageError> {
     let p = &cfg.preprocess;
-    let stamp = format!("{:?}{:?}", file_stamp(&p.template), file_stamp(&p.template_mask));
-    let key = (p.template.clone(), p.template_mask.clone(), stamp);
+    let (t, m) = template_digests(cfg)?;
+    let key = (p.template.clone(), p.template_mask.clone(), format!("{t}:{m}"));
     let mut slot = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, t)) = slot.as_ref() {
         if *k == key {
@@ -66,6 +74,15 @@ fn template(cfg: &Config) -> Result<Arc<Template>, StageError> {
     let t = Arc::new(Template::load(&p.template, &p.template_mask).map_err(|e| StageError::Permanent(e.to_string()))?);
     *slot = Some((key, t.clone()));
     Ok(t)
+}
+
+/// What names the model in the encode key: its weights digest, or `none` when no model is installed (the
+/// encode stage then stores the series without codes).
+fn model_key(cfg: &Config) -> Result<String, StageError> {
+    if !cfg.model.dir.join("config.json").is_file() {
+        return Ok("none".into());
+    }
+    model_digest(&cfg.model.dir).map_err(StageError::Retry)
 }
 
 fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
@@ -94,7 +111,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let volume_sha = text(job, "volume_sha256")?.to_string();
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     let model = model_config(cfg)?;
-    let ph = preprocess_hash(cfg, &model);
+    let ph = preprocess_hash(cfg, &model)?;
     let native = crate::nifti::read_nifti(&volume_path).map_err(|e| StageError::Retry(e.to_string()))?;
     let template = template(cfg)?;
     let out = crate::preprocess::preprocess_volume(&native, &template, &model, &cfg.preprocess)
@@ -105,9 +122,34 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let input_path = dir.join(format!("{stem}_model_input.nii.gz"));
     out.transform.write(&transform_path).map_err(|e| StageError::Retry(e.to_string()))?;
     crate::nifti::write_nifti(&input_path, &out.model_input).map_err(|e| StageError::Retry(e.to_string()))?;
+    let registration = NewRegistration {
+        volume_path: volume_path.to_string_lossy().into_owned(),
+        preprocess_hash: ph.clone(),
+        transform_path: transform_path.to_string_lossy().into_owned(),
+        model_input_path: input_path.to_string_lossy().into_owned(),
+        metric: out.mi,
+        brain_coverage: out.brain_coverage,
+    };
+    let measured = format!("mutual information {:.3}, brain coverage {:.1} %", out.mi, out.brain_coverage * 100.0);
+    // The QC gate: a registration below a [qc] threshold is kept (transform, model input) but not encoded.
+    if let Some(why) = cfg.qc.review_reason(out.mi, out.brain_coverage) {
+        tracing::warn!(volume = %volume_path.display(), "registration needs review: {why}");
+        return Ok(Completion {
+            registration: Some(registration),
+            series: Some(SeriesUpdate {
+                series_ref,
+                content_key: key,
+                state: "needs_review".into(),
+                note: Some(format!("needs review: {why} ({measured})")),
+                finished: true,
+            }),
+            ..Completion::default()
+        });
+    }
     let encode = NewJob {
         kind: "encode".into(),
-        key: format!("encode:{key}:{volume_sha}:{ph}:{}", sha256_bytes(cfg.model.dir.to_string_lossy().as_bytes())),
+        // The model by its content (weights digest), not its folder: weights replaced in place encode anew.
+        key: format!("encode:{key}:{volume_sha}:{ph}:{}", model_key(cfg)?),
         series_ref: Some(series_ref),
         payload: serde_json::json!({
             "content_key": key,
@@ -118,17 +160,12 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         priority: 6,
     };
     Ok(Completion {
-        registration: Some(NewRegistration {
-            volume_path: volume_path.to_string_lossy().into_owned(),
-            preprocess_hash: ph,
-            transform_path: transform_path.to_string_lossy().into_owned(),
-            model_input_path: input_path.to_string_lossy().into_owned(),
-        }),
+        registration: Some(registration),
         series: Some(SeriesUpdate {
             series_ref,
             content_key: key,
             state: "registered".into(),
-            note: Some(format!("registered (mutual information {:.3})", out.mi)),
+            note: Some(format!("registered ({measured})")),
             finished: false,
         }),
         next: vec![encode],

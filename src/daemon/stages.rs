@@ -45,7 +45,7 @@ pub const HOOK_KINDS: &[&str] = &["hook"];
 pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob> {
     let mut jobs = vec![NewJob {
         kind: "convert".into(),
-        key: format!("convert:{}", ready.content_key),
+        key: format!("convert:{}", super::digest::volume_key(&ready.content_key, &cfg.convert)),
         series_ref: Some(ready.id),
         payload: serde_json::json!({ "content_key": ready.content_key }),
         priority: 10,
@@ -119,38 +119,59 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
             if rejected.is_empty() { "the converter produced no volume".to_string() } else { rejected.join("; ") };
         return Err(StageError::Permanent(format!("series {}: {why}", series.series_uid)));
     }
-    let dir = cfg.paths.outputs.join(safe_component(&series.series_uid)).join(&key[..16]);
+    // Named by the volume key (series content + converter version + [convert]), so another converter or config
+    // never reuses these files.
+    let volume_key = super::digest::volume_key(&key, &cfg.convert);
+    let dir = cfg.paths.outputs.join(safe_component(&series.series_uid)).join(&volume_key[..16]);
     let mut c = Completion::default();
+    // [select]: every volume is stored; only the selected ones go on to registration.
+    let mut selected = Vec::new();
+    let mut skipped = Vec::new();
     for conv in &report.converted {
         let stem = safe_component(&conv.file_stem);
+        let exclusion = crate::dicom::select::select_series(&cfg.select, &conv.acquisition, &conv.volume).err();
         let path = dir.join(format!("{stem}.nii.gz"));
         let sidecar = dir.join(format!("{stem}.json"));
         crate::nifti::write_nifti(&path, &conv.volume).map_err(|e| StageError::Retry(e.to_string()))?;
         let mut side = conv.sidecar.clone();
         if let Some(o) = side.as_object_mut() {
             o.insert("content_key".into(), key.clone().into());
+            o.insert("volume_key".into(), volume_key.clone().into());
+            o.insert("SkippedBy".into(), exclusion.as_ref().map(|e| e.to_string()).into());
         }
         crate::nifti::write_sidecar(&sidecar, &side).map_err(|e| StageError::Retry(e.to_string()))?;
         let sha = sha256_file(&path).map_err(|e| StageError::Retry(format!("{}: {e}", path.display())))?;
+        match &exclusion {
+            None => selected.push((path.to_string_lossy().into_owned(), sha.clone())),
+            Some(e) => {
+                tracing::info!(series = %series.series_uid, volume = %stem, "skipped: {e}");
+                skipped.push(format!("{stem}: {e}"));
+            }
+        }
         c.volumes.push(crate::store::NewVolume {
             series_ref: series.id,
-            content_key: key.clone(),
+            content_key: volume_key.clone(),
+            series_key: key.clone(),
             file_stem: stem,
             path: path.to_string_lossy().into_owned(),
             sidecar: Some(sidecar.to_string_lossy().into_owned()),
             sha256: sha,
         });
     }
-    let split = (deleted > 0).then(|| {
-        format!(
+    let mut notes: Vec<String> = Vec::new();
+    if deleted > 0 {
+        notes.push(format!(
             "late split: {} instance(s) converted on their own; the {deleted} earlier ones were deleted after their \
              conversion (intake.after_commit = delete), their volumes stay recorded",
             live.len()
-        )
-    });
-    let partly = (!rejected.is_empty()).then(|| format!("partly rejected: {}", rejected.join("; ")));
-    let note = [split, partly].into_iter().flatten().collect::<Vec<_>>();
-    let note = (!note.is_empty()).then(|| note.join("; "));
+        ));
+    }
+    if !rejected.is_empty() {
+        notes.push(format!("partly rejected: {}", rejected.join("; ")));
+    }
+    if !skipped.is_empty() {
+        notes.push(format!("skipped by [select]: {}", skipped.join("; ")));
+    }
     if cfg.intake.after_commit != AfterCommit::Keep {
         c.next.push(NewJob {
             kind: "archive".into(),
@@ -160,19 +181,21 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
             priority: 5,
         });
     }
-    let (state, note, finished) = match super::stage_preprocess::unavailable(cfg) {
+    let (state, finished) = match super::stage_preprocess::unavailable(cfg) {
+        _ if selected.is_empty() => ("skipped", true),
         Some(why) => {
             tracing::info!(series = %series.series_uid, "{why}: series stored without codes");
-            let n = [note, Some(format!("stored without codes: {why}"))].into_iter().flatten().collect::<Vec<_>>();
-            ("stored_without_codes", Some(n.join("; ")), true)
+            notes.push(format!("stored without codes: {why}"));
+            ("stored_without_codes", true)
         }
         None => {
-            for v in &c.volumes {
-                c.next.push(super::stage_preprocess::job_for(series.id, &key, &v.path, &v.sha256));
+            for (path, sha) in &selected {
+                c.next.push(super::stage_preprocess::job_for(series.id, &key, path, sha));
             }
-            ("converted", note, false)
+            ("converted", false)
         }
     };
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
     c.series = Some(SeriesUpdate { series_ref: series.id, content_key: key, state: state.into(), note, finished });
     Ok(c)
 }

@@ -37,6 +37,8 @@ pub struct ConvertedSeries {
     pub file_stem: String,
     /// The files the volume was built from, in slice order (each file once).
     pub sources: Vec<PathBuf>,
+    /// What series selection (`[select]`) reads: modality, acquisition type, sequence, descriptions, image type.
+    pub acquisition: super::select::SeriesAcquisition,
 }
 
 /// Everything `convert_paths` produced.
@@ -290,6 +292,9 @@ fn convert_group(
         "EchoNumber": first.echo_number,
         "EchoTime": g.slices[0].info.echo_time.or(first.echo_time),
         "ImageType": first.image_type,
+        "MRAcquisitionType": first.mr_acquisition_type,
+        "ScanningSequence": first.scanning_sequence,
+        "SequenceName": first.sequence_name,
         "TransferSyntaxUID": first.transfer_syntax,
         "Split": g.label,
         "Shape": [ni, nj, nk],
@@ -306,6 +311,7 @@ fn convert_group(
         series_uid: g.series_uid.clone(),
         file_stem: file_stem(first, &g.label),
         sources,
+        acquisition: super::select::SeriesAcquisition::of(first),
     })
 }
 

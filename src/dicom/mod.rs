@@ -14,6 +14,7 @@ pub mod jpeg12;
 pub mod pixels;
 pub mod read;
 pub mod reject;
+pub mod select;
 pub mod series;
 
 use std::path::PathBuf;

@@ -61,7 +61,15 @@ pub struct InstanceHeader {
     pub frame_of_reference_uid: Option<String>,
     /// Patient ID (never the name: ldae does not read Patient's Name).
     pub patient_id: Option<String>,
+    /// Issuer of Patient ID: part of the patient's identity (one ID from two issuers is two patients).
+    pub issuer_of_patient_id: Option<String>,
     pub modality: Option<String>,
+    /// MR Acquisition Type (`2D` or `3D`), upper case, when given.
+    pub mr_acquisition_type: Option<String>,
+    /// Scanning Sequence values, upper case (e.g. `GR`, `IR`, `EP`).
+    pub scanning_sequence: Vec<String>,
+    /// Sequence Name (the vendor's, e.g. `*tfl3d1`, `*ep_b1000`), when given.
+    pub sequence_name: Option<String>,
     pub manufacturer: Option<String>,
     pub series_number: Option<i64>,
     pub instance_number: Option<i64>,
@@ -206,7 +214,14 @@ pub fn header_from_object(path: &Path, obj: &InMemDicomObject) -> Result<Instanc
         study_instance_uid: uid(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
         frame_of_reference_uid: uid(obj, tags::FRAME_OF_REFERENCE_UID),
         patient_id: text(obj, tags::PATIENT_ID),
+        issuer_of_patient_id: text(obj, tags::ISSUER_OF_PATIENT_ID),
         modality: text(obj, tags::MODALITY),
+        mr_acquisition_type: text(obj, tags::MR_ACQUISITION_TYPE).map(|s| s.to_ascii_uppercase()),
+        scanning_sequence: multi_text(obj, tags::SCANNING_SEQUENCE)
+            .into_iter()
+            .map(|s| s.to_ascii_uppercase())
+            .collect(),
+        sequence_name: text(obj, tags::SEQUENCE_NAME),
         manufacturer: text(obj, tags::MANUFACTURER),
         series_number: int(obj, tags::SERIES_NUMBER),
         instance_number: int(obj, tags::INSTANCE_NUMBER),

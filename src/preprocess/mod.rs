@@ -19,6 +19,7 @@ pub mod metric;
 pub mod model_input;
 pub mod pipeline;
 pub mod pyramid;
+pub mod qc;
 pub mod register;
 pub mod resample;
 pub mod template;

@@ -31,6 +31,8 @@ pub struct Preprocessed {
     pub model_input: Volume,
     /// Mutual information at the end of registration.
     pub mi: f64,
+    /// Fraction of the template brain mask inside the scan's field of view ([`super::qc::brain_coverage`]).
+    pub brain_coverage: f64,
 }
 
 /// Register `native` to `template`, mask it, and build the model input for `model`.
@@ -58,7 +60,16 @@ pub fn preprocess_with(
     apply_mask(&mut registered, &template.mask)?;
     let native_mask = mask_to_native(&template.mask, native, &reg.transform, false)?;
     let input = model_input(&registered, model.data.pixdim, model.data.resize_to)?;
-    Ok(Preprocessed { transform: reg.transform, registered, native_mask, model_input: input, mi: reg.mi })
+    let brain_coverage = super::qc::brain_coverage(&template.mask, native, &reg.transform);
+    info!(brain_coverage, "template brain inside the scan's field of view");
+    Ok(Preprocessed {
+        transform: reg.transform,
+        registered,
+        native_mask,
+        model_input: input,
+        mi: reg.mi,
+        brain_coverage,
+    })
 }
 
 /// Map a template-space volume back onto a native grid with the stored template → native transform.

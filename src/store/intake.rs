@@ -16,7 +16,10 @@ pub struct InstanceFacts {
     pub sop_uid: String,
     pub series_uid: String,
     pub study_uid: String,
-    pub patient_id: String,
+    /// PatientID; None when the file has none (the patient is then keyed by the study, see [`patient_key`]).
+    pub patient_id: Option<String>,
+    /// IssuerOfPatientID: part of the patient key.
+    pub issuer_of_patient_id: Option<String>,
     pub modality: Option<String>,
     pub instance_number: Option<i64>,
     /// Number of instances the series should have, when a tag says so.
@@ -73,6 +76,16 @@ impl QuarantineRow {
     }
 }
 
+/// The key a patient row is found by: `id:<issuer>\<PatientID>` (a backslash occurs in neither, both are LO), or,
+/// for files without a PatientID, `study:<StudyInstanceUID>` — such a study is a patient of its own, never merged
+/// with other ID-less studies.
+pub fn patient_key(h: &InstanceFacts) -> String {
+    match h.patient_id.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        Some(id) => format!("id:{}\\{id}", h.issuer_of_patient_id.as_deref().map(str::trim).unwrap_or("")),
+        None => format!("study:{}", h.study_uid),
+    }
+}
+
 const QUARANTINE_COLS: &str = "id, original_path, path, reason, detail, size, sha256, state, created_at";
 
 impl Store {
@@ -118,12 +131,15 @@ impl Store {
             return Ok(Recorded::Duplicate { instance_id, identical: sha == f.sha256, stored_path });
         }
         let t = now();
+        let key = patient_key(h);
+        let pid = h.patient_id.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let issuer = h.issuer_of_patient_id.as_deref().map(str::trim).filter(|p| !p.is_empty() && pid.is_some());
         tx.execute(
-            "INSERT INTO patients (patient_id, created_at) VALUES (?1, ?2) ON CONFLICT (patient_id) DO NOTHING",
-            params![h.patient_id, t],
+            "INSERT INTO patients (patient_key, patient_id, issuer, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (patient_key) DO NOTHING",
+            params![key, pid, issuer, t],
         )?;
-        let patient: i64 =
-            tx.query_row("SELECT id FROM patients WHERE patient_id = ?1", [&h.patient_id], |r| r.get(0))?;
+        let patient: i64 = tx.query_row("SELECT id FROM patients WHERE patient_key = ?1", [&key], |r| r.get(0))?;
         tx.execute(
             "INSERT INTO studies (study_uid, patient_ref, study_date, created_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (study_uid) DO NOTHING",

@@ -62,6 +62,8 @@ pub struct Job {
     pub key: String,
     pub series_ref: Option<i64>,
     pub series_uid: Option<String>,
+    /// The series' state now (e.g. `skipped`, `needs_review`), so `ldae jobs` shows where each job's series ended.
+    pub series_state: Option<String>,
     pub payload: serde_json::Value,
     pub state: String,
     pub priority: i64,
@@ -73,7 +75,7 @@ pub struct Job {
 }
 
 const JOB_COLS: &str = "j.id, j.kind, j.key, j.series_ref, s.series_uid, j.payload, j.state, j.priority, j.attempts, \
-                        j.next_at, j.last_error, j.created_at, j.updated_at";
+                        j.next_at, j.last_error, j.created_at, j.updated_at, s.state";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let payload: String = r.get(5)?;
@@ -83,6 +85,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         key: r.get(2)?,
         series_ref: r.get(3)?,
         series_uid: r.get(4)?,
+        series_state: r.get(13)?,
         payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
         state: r.get(6)?,
         priority: r.get(7)?,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 mod intake;
 mod jobs;
@@ -24,7 +24,7 @@ mod results;
 mod series;
 mod status;
 
-pub use intake::{ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
+pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_jobs", include_str!("migrations/0003_jobs.sql")),
     ("0004_quarantine_audit", include_str!("migrations/0004_quarantine_audit.sql")),
     ("0005_recovery", include_str!("migrations/0005_recovery.sql")),
+    ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
 ];
 
 /// The database file inside `paths.state`.
@@ -52,6 +53,8 @@ pub enum StoreError {
     Folder { path: PathBuf, source: std::io::Error },
     #[error("{path}: migration {name} failed: {source}")]
     Migration { path: PathBuf, name: String, source: rusqlite::Error },
+    #[error("{path}: after the migrations, {row} references a missing row; nothing was changed")]
+    ForeignKeys { path: PathBuf, row: String },
     #[error("{path}: database schema version {found} is newer than this ldae ({known}); upgrade ldae")]
     TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("{path}: database schema version {found} is older than this ldae ({known}); run `ldae serve` to migrate")]
@@ -153,6 +156,16 @@ impl Store {
     /// starting and `ldae status` polling it) must not both apply migration 1.
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock();
+        // A migration may rebuild a table others reference (SQLite's documented procedure): foreign keys are off
+        // while migrations run (the pragma is a no-op inside a transaction) and checked before the commit.
+        let fk_err = |source| StoreError::Migration { path: self.path.clone(), name: "(foreign_keys)".into(), source };
+        conn.pragma_update(None, "foreign_keys", "OFF").map_err(fk_err)?;
+        let result = self.migrate_in(&mut conn);
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(fk_err)?;
+        result
+    }
+
+    fn migrate_in(&self, conn: &mut Connection) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
         let begin_err = |source| StoreError::Migration { path: self.path.clone(), name: "(begin)".into(), source };
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(begin_err)?;
@@ -167,6 +180,12 @@ impl Store {
             let mig_err = |source| StoreError::Migration { path: self.path.clone(), name: name.to_string(), source };
             tx.execute_batch(sql).map_err(mig_err)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(mig_err)?;
+        }
+        let broken: Option<String> = tx
+            .query_row("SELECT \"table\" || ' row ' || rowid FROM pragma_foreign_key_check LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        if let Some(row) = broken {
+            return Err(StoreError::ForeignKeys { path: self.path.clone(), row });
         }
         tx.commit().map_err(|source| StoreError::Migration { path: self.path.clone(), name: "(commit)".into(), source })
     }

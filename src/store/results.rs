@@ -10,7 +10,10 @@ use super::{now, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewVolume {
     pub series_ref: i64,
+    /// The volume key: the series content key + converter version + `[convert]` config.
     pub content_key: String,
+    /// The series content key it was made from (what `ldae status` counts a series' current volumes by).
+    pub series_key: String,
     pub file_stem: String,
     pub path: String,
     pub sidecar: Option<String>,
@@ -24,6 +27,10 @@ pub struct NewRegistration {
     pub preprocess_hash: String,
     pub transform_path: String,
     pub model_input_path: String,
+    /// The registration's final metric (Mattes mutual information) and the fraction of the template brain mask
+    /// inside the scan's field of view: what the QC gate judged.
+    pub metric: f64,
+    pub brain_coverage: f64,
 }
 
 /// The codes of a model input (found by volume path + preprocess hash).
@@ -49,9 +56,9 @@ pub struct VolumeRow {
 
 pub(super) fn insert_volume(tx: &Transaction<'_>, v: &NewVolume) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO volumes (series_ref, content_key, file_stem, path, sidecar, sha256, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (content_key, file_stem) DO NOTHING",
-        params![v.series_ref, v.content_key, v.file_stem, v.path, v.sidecar, v.sha256, now()],
+        "INSERT INTO volumes (series_ref, content_key, series_key, file_stem, path, sidecar, sha256, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (content_key, file_stem) DO NOTHING",
+        params![v.series_ref, v.content_key, v.series_key, v.file_stem, v.path, v.sidecar, v.sha256, now()],
     )?;
     Ok(())
 }
@@ -65,9 +72,10 @@ fn volume_id(tx: &Transaction<'_>, path: &str) -> Result<i64, StoreError> {
 pub(super) fn insert_registration(tx: &Transaction<'_>, r: &NewRegistration) -> Result<(), StoreError> {
     let vid = volume_id(tx, &r.volume_path)?;
     tx.execute(
-        "INSERT INTO registrations (volume_ref, preprocess_hash, transform_path, model_input_path, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (volume_ref, preprocess_hash) DO NOTHING",
-        params![vid, r.preprocess_hash, r.transform_path, r.model_input_path, now()],
+        "INSERT INTO registrations (volume_ref, preprocess_hash, transform_path, model_input_path, metric, \
+         brain_coverage, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (volume_ref, preprocess_hash) \
+         DO NOTHING",
+        params![vid, r.preprocess_hash, r.transform_path, r.model_input_path, r.metric, r.brain_coverage, now()],
     )?;
     Ok(())
 }

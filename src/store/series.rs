@@ -27,7 +27,8 @@ pub struct SeriesFiles {
     pub id: i64,
     pub series_uid: String,
     pub study_uid: String,
-    pub patient_id: String,
+    /// The patient's key (see [`super::patient_key`]).
+    pub patient_key: String,
     pub state: String,
     pub content_key: Option<String>,
     /// (instance id, SOP UID, current path, received path)
@@ -136,7 +137,7 @@ impl Store {
         let conn = self.lock();
         let head = conn
             .query_row(
-                "SELECT s.series_uid, st.study_uid, p.patient_id, s.state, s.content_key FROM series s \
+                "SELECT s.series_uid, st.study_uid, p.patient_key, s.state, s.content_key FROM series s \
                  JOIN studies st ON st.id = s.study_ref JOIN patients p ON p.id = st.patient_ref WHERE s.id = ?1",
                 [series_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
@@ -153,7 +154,7 @@ impl Store {
             id: series_id,
             series_uid: head.0,
             study_uid: head.1,
-            patient_id: head.2,
+            patient_key: head.2,
             state: head.3,
             content_key: head.4,
             files,

@@ -19,7 +19,11 @@ pub struct JobCount {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeriesSummary {
     pub series_uid: String,
-    pub patient_id: String,
+    /// PatientID; None when the files carry none (the patient is then the study: see `patient_key`).
+    pub patient_id: Option<String>,
+    pub issuer_of_patient_id: Option<String>,
+    /// What the patient is keyed by: `id:<issuer>\<PatientID>` or `study:<StudyInstanceUID>`.
+    pub patient_key: String,
     pub modality: Option<String>,
     pub state: String,
     pub instances: i64,
@@ -75,12 +79,12 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let mut st = conn.prepare(
             "SELECT s.series_uid, p.patient_id, s.modality, s.state, s.instance_count, s.expected_count, \
-               (SELECT COUNT(*) FROM volumes v WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
+               (SELECT COUNT(*) FROM volumes v WHERE v.series_ref = s.id AND v.series_key = s.content_key), \
                (SELECT COUNT(*) FROM registrations r JOIN volumes v ON v.id = r.volume_ref \
-                  WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
+                  WHERE v.series_ref = s.id AND v.series_key = s.content_key), \
                (SELECT COUNT(*) FROM embeddings e JOIN registrations r ON r.id = e.registration_ref \
-                  JOIN volumes v ON v.id = r.volume_ref WHERE v.series_ref = s.id AND v.content_key = s.content_key), \
-               s.note, s.last_instance_at, s.finished_at \
+                  JOIN volumes v ON v.id = r.volume_ref WHERE v.series_ref = s.id AND v.series_key = s.content_key), \
+               s.note, s.last_instance_at, s.finished_at, p.issuer, p.patient_key \
              FROM series s JOIN studies st ON st.id = s.study_ref JOIN patients p ON p.id = st.patient_ref \
              ORDER BY s.last_instance_at DESC LIMIT ?1",
         )?;
@@ -99,6 +103,8 @@ impl Store {
                     note: r.get(9)?,
                     last_instance_at: r.get(10)?,
                     finished_at: r.get(11)?,
+                    issuer_of_patient_id: r.get(12)?,
+                    patient_key: r.get(13)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

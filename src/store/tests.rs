@@ -9,7 +9,8 @@ fn header(sop: &str, series: &str) -> InstanceFacts {
         sop_uid: sop.into(),
         series_uid: series.into(),
         study_uid: "1.2.3".into(),
-        patient_id: "P1".into(),
+        patient_id: Some("P1".into()),
+        issuer_of_patient_id: None,
         modality: Some("MR".into()),
         instance_number: Some(1),
         expected_count: None,
@@ -174,4 +175,109 @@ fn operator_open_neither_creates_nor_migrates() {
     old.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
     let e = Store::open_existing_in(dir.path()).err().expect("newer schema refused").to_string();
     assert!(e.contains("newer"), "{e}");
+}
+
+/// (patient_key, patient_id, issuer) of every patient, by key.
+fn patients(s: &Store) -> Vec<(String, Option<String>, Option<String>)> {
+    let conn = s.lock();
+    let mut st = conn.prepare("SELECT patient_key, patient_id, issuer FROM patients ORDER BY patient_key").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn files_without_patient_id_are_never_merged_into_one_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    for (n, study) in ["1.2.10", "1.2.20"].iter().enumerate() {
+        let h = InstanceFacts { study_uid: study.to_string(), patient_id: None, ..header(&format!("9.{n}"), study) };
+        s.record_instance(&arrived(&format!("n{n}"), &format!("h{n}")), &h).unwrap();
+    }
+    // A second series of the first study belongs to the same (study-keyed) patient.
+    let h = InstanceFacts { study_uid: "1.2.10".into(), patient_id: Some("  ".into()), ..header("9.9", "1.2.11") };
+    s.record_instance(&arrived("n9", "h9"), &h).unwrap();
+    assert_eq!(
+        patients(&s),
+        vec![("study:1.2.10".into(), None, None), ("study:1.2.20".into(), None, None)],
+        "one patient per study, marked as study-keyed"
+    );
+    let st = s.status(10).unwrap();
+    assert!(st.series.iter().all(|x| x.patient_id.is_none() && x.patient_key.starts_with("study:")), "{st:?}");
+}
+
+#[test]
+fn issuer_of_patient_id_is_part_of_the_patient_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let with = |sop: &str, study: &str, issuer: Option<&str>| InstanceFacts {
+        study_uid: study.into(),
+        patient_id: Some("12345".into()),
+        issuer_of_patient_id: issuer.map(str::to_string),
+        ..header(sop, &format!("{study}.1"))
+    };
+    s.record_instance(&arrived("a", "ha"), &with("7.1", "1.3.1", Some("HOSP_A"))).unwrap();
+    s.record_instance(&arrived("b", "hb"), &with("7.2", "1.3.2", Some("HOSP_B"))).unwrap();
+    s.record_instance(&arrived("c", "hc"), &with("7.3", "1.3.3", Some("HOSP_A"))).unwrap();
+    s.record_instance(&arrived("d", "hd"), &with("7.4", "1.3.4", None)).unwrap();
+    assert_eq!(
+        patients(&s),
+        vec![
+            ("id:HOSP_A\\12345".into(), Some("12345".into()), Some("HOSP_A".into())),
+            ("id:HOSP_B\\12345".into(), Some("12345".into()), Some("HOSP_B".into())),
+            ("id:\\12345".into(), Some("12345".into()), None),
+        ]
+    );
+    let conn = s.lock();
+    let same: i64 = conn
+        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.3.1', '1.3.3')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(same, 1, "same ID, same issuer: one patient");
+}
+
+#[test]
+fn migration_splits_the_old_shared_none_patient_per_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        // A database as the schema before 0006 left it: two ID-less studies merged into "(none)", one real patient.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let before = MIGRATIONS.iter().position(|(n, _)| n.starts_with("0006")).unwrap();
+        for (_, sql) in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64).unwrap();
+        conn.execute_batch(
+            "INSERT INTO patients (id, patient_id, created_at) VALUES (1, '(none)', 1), (2, 'P7', 1);
+             INSERT INTO studies (study_uid, patient_ref, created_at) VALUES ('1.9.1', 1, 1), ('1.9.2', 1, 1),
+                 ('1.9.3', 2, 1);
+             INSERT INTO series (series_uid, study_ref, drop_folder, state, first_seen_at, last_instance_at,
+                 content_key) VALUES ('1.9.3.1', 3, '/in', 'ready', 1, 1, 'k');
+             INSERT INTO volumes (series_ref, content_key, file_stem, path, sha256, created_at)
+                 VALUES (1, 'k', 'v', '/o/v.nii.gz', 'h', 1);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        patients(&s),
+        vec![
+            ("id:\\P7".into(), Some("P7".into()), None),
+            ("study:1.9.1".into(), None, None),
+            ("study:1.9.2".into(), None, None),
+        ]
+    );
+    let conn = s.lock();
+    let distinct: i64 = conn
+        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.9.1', '1.9.2')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(distinct, 2);
+    let series_key: String = conn.query_row("SELECT series_key FROM volumes", [], |r| r.get(0)).unwrap();
+    assert_eq!(series_key, "k", "old volumes keep their series key");
+    let fk: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(fk, 0);
+    let on: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(on, 1, "foreign keys are on again after migrating");
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::dicom::{read_header, DicomError, Rejection};
+use crate::dicom::{read_header_with, DicomError, Rejection};
 use crate::store::{ArrivedFile, InstanceFacts, Recorded, Store};
 
 use super::files::{file_stamp, sha256_file};
@@ -75,7 +75,7 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
         tracing::warn!(file = %file.path.display(), reason, detail, "quarantined");
         Ok(Intake::Quarantined { reason: reason.to_string(), to })
     };
-    let header = match read_header(path) {
+    let header = match read_header_with(path, &cfg.limits) {
         Ok(h) => h,
         Err(DicomError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Intake::Skipped)

@@ -95,7 +95,7 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     if let Some(missing) = paths.iter().find(|p| !p.exists()) {
         return Err(StageError::Retry(format!("series {}: {} is missing", series.series_uid, missing.display())));
     }
-    let report = crate::dicom::convert_paths(&paths, &cfg.convert);
+    let report = crate::dicom::convert_paths_with(&paths, &cfg.convert, &cfg.limits);
     let rejected: Vec<String> = report.rejected.iter().map(|r| r.to_string()).collect();
     if report.converted.is_empty() {
         let why =

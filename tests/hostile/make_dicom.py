@@ -10,6 +10,7 @@ line naming the file, exit code 1, no panic, under 256 MiB of resident memory an
 The kinds are listed in tests/hostile/README.md.
 """
 
+import hashlib
 import os
 import struct
 import sys
@@ -380,6 +381,18 @@ def corpus():
     return files
 
 
+def own_uids(name, data):
+    """Give each file its own SeriesInstanceUID and SOPInstanceUID (same length, derived from its name), so that
+    files converted together are never one series. UIDs inside deflated data stay the base file's."""
+    for tag in [(0x0020, 0x000E), (0x0008, 0x0018)]:
+        old = next(v for t, _, v in DS if t == tag)
+        digits = str(int.from_bytes(hashlib.sha256(f"{name}{tag}".encode()).digest(), "big"))
+        new = ("2.25.1" + digits)[: len(old.rstrip(b"\0"))].encode()
+        new += old[len(new):]
+        data = data.replace(old, new)
+    return data
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_dicom.py OUT_DIR")
@@ -387,6 +400,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     files = corpus()
     for name, data in sorted(files.items()):
+        data = own_uids(name, data)
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
     print(f"{len(files)} files in {out}")

@@ -21,7 +21,8 @@ struct Outcome {
     seconds: f64,
 }
 
-/// Run `ldae convert FILE -o OUT` and reap it with `wait4`, for its own peak RSS.
+/// Run `ldae convert FILE -o OUT` and reap it with `wait4`, for its own peak RSS (so `Child::wait` is not used).
+#[allow(clippy::zombie_processes)]
 fn convert_one(file: &Path, out: &Path) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ldae"));
     cmd.args(["--config", "/nonexistent/ldae.toml", "--log", "warn", "convert"])

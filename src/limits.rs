@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_nesting_depth: u32,
     /// Largest image plane (Rows or Columns, NIfTI dim) along one axis.
     pub max_dim: u32,
+    /// Most bytes of one DICOM data set before Pixel Data (every other element together, after inflation): what
+    /// reading a header may hold in memory.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_inflated_bytes: 1 << 31, // 2 GiB
             max_nesting_depth: 16,       // real data sets nest 3–6 deep
             max_dim: 1 << 14,            // 16384 pixels along one axis
+            max_header_bytes: 1 << 26,   // 64 MiB; real headers (enhanced MR included) are under a few MiB
         }
     }
 }
@@ -93,6 +97,9 @@ impl Limits {
         }
         if self.max_dim == 0 {
             return Err(("limits.max_dim", "must be > 0"));
+        }
+        if self.max_header_bytes == 0 {
+            return Err(("limits.max_header_bytes", "must be > 0"));
         }
         Ok(())
     }

@@ -34,6 +34,19 @@ fn bad_corpus_is_reported_one_line_per_file_without_panic() {
         ("DICOMDIR", "DICOMDIR"),
         ("unsupported_ts.dcm", "unsupported transfer syntax 1.2.840.10008.1.2.4.100"),
         ("huge_length.dcm", "claims 4294967280 bytes"),
+        // Regression files from tests/hostile/make_dicom.py: each crashed or ballooned the converter once.
+        ("frames_4e9.dcm", "NumberOfFrames is 4000000000, over the limit of 16384"),
+        ("jpeg_baseline_sof_30000.dcm", "JPEG frame header claims 30000x30000, the DICOM header 48x48"),
+        ("jpeg_lossless_sof_30000.dcm", "JPEG frame header claims 30000x30000, the DICOM header 48x48"),
+        ("j2k_siz_30000.dcm", "JPEG 2000 SIZ claims 30000x30000, the DICOM header 48x48"),
+        ("nested_sq_20000.dcm", "the sequence nesting depth is 17, over the limit of 16"),
+        ("deflate_nested_20000.dcm", "the sequence nesting depth is 17, over the limit of 16"),
+        ("mosaic_images_4294967295.dcm", "Rows is 65536, over the limit of 16384"),
+        ("rle_15_segments.dcm", "RLE fragment has 15 segments, the header needs 2"),
+        ("rle_segment_count_huge.dcm", "RLE fragment has 4294967295 segments"),
+        ("deflate_bomb_2gib.dcm", "the header before Pixel Data (bytes) is"),
+        ("deflate_element_4gib.dcm", "the inflated data set (bytes) is 4294968340"),
+        ("no_preamble_element_4gib.dcm", "(0009,1010) claims 4294967280 bytes but only 4620 remain"),
     ];
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rejected: ")).collect();
     for (file, reason) in expected {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::dicom::convert_paths;
+use crate::dicom::convert_paths_with;
 use crate::nifti::nifti_bytes;
 use crate::volume::Volume;
 
@@ -33,7 +33,7 @@ pub struct ConvertArgs {
 pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = if config.exists() { Config::load(config)? } else { Config::default() };
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let report = convert_paths(&args.inputs, &cfg.convert);
+    let report = convert_paths_with(&args.inputs, &cfg.convert, &cfg.limits);
     let ext = if args.uncompressed { "nii" } else { "nii.gz" };
     for c in &report.converted {
         let nii = args.output.join(format!("{}.{ext}", c.file_stem));

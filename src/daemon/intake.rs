@@ -84,7 +84,8 @@ pub fn intake_file(store: &Store, cfg: &Config, path: &Path, drop: &Path) -> Res
     };
     // In flight from here: should the process die during the parse, the next start quarantines the file.
     store.parse_begin(&file)?;
-    let parsed = guarded_read_header(path, std::time::Duration::from_secs_f64(cfg.jobs.stage_timeout_secs.parse));
+    let parsed =
+        guarded_read_header(path, &cfg.limits, std::time::Duration::from_secs_f64(cfg.jobs.stage_timeout_secs.parse));
     store.parse_end(path)?;
     let header = match parsed {
         Parsed::Header(h) => h,

@@ -17,7 +17,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::dicom::{read_header, DicomError, InstanceHeader};
+use crate::dicom::{read_header_with, DicomError, InstanceHeader};
+use crate::limits::Limits;
 use crate::store::{ArrivedFile, Store};
 
 use super::files::file_stamp;
@@ -48,11 +49,12 @@ pub enum Parsed {
 }
 
 /// Parse one file's header on a fresh thread with `catch_unwind`, waiting at most `limit`.
-pub fn guarded_read_header(path: &Path, limit: Duration) -> Parsed {
+pub fn guarded_read_header(path: &Path, limits: &Limits, limit: Duration) -> Parsed {
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
+    let limits = limits.clone();
     let spawned = std::thread::Builder::new().name("ldae-parse".into()).spawn(move || {
-        let r = std::panic::catch_unwind(|| read_header(&p));
+        let r = std::panic::catch_unwind(|| read_header_with(&p, &limits));
         let _ = tx.send(r);
     });
     if let Err(e) = spawned {
@@ -112,7 +114,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.dcm");
         std::fs::write(&p, b"not dicom at all").unwrap();
-        assert!(matches!(guarded_read_header(&p, Duration::from_secs(10)), Parsed::Error(_)));
+        assert!(matches!(guarded_read_header(&p, &Limits::default(), Duration::from_secs(10)), Parsed::Error(_)));
         let e = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
         assert_eq!(panic_message(&*e), "boom 7");
     }

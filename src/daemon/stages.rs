@@ -102,7 +102,7 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     if let Some(missing) = live.iter().find(|f| !Path::new(&f.2).exists()) {
         return Err(StageError::Retry(format!("series {}: instance {} file is missing", series.series_uid, missing.1)));
     }
-    let report = crate::dicom::convert_paths(&paths, &cfg.convert);
+    let report = crate::dicom::convert_paths_with(&paths, &cfg.convert, &cfg.limits);
     // Rejections name the instance by SOP UID, not by its file's path.
     let sop_of = |subject: &str| live.iter().find(|f| f.2 == subject).map(|f| f.1.clone());
     let rejected: Vec<String> = report

@@ -13,11 +13,12 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::config::ConvertConfig;
+use crate::limits::Limits;
 use crate::volume::{Provenance, Volume};
 
 use super::geometry::{stack_geometry, SliceGeometry};
 use super::pixels::{decode_slices, SliceRequest};
-use super::read::{read_header, InstanceHeader};
+use super::read::{read_header_with, InstanceHeader};
 use super::series::{group_stacks, StackGroup};
 use super::{RejectReason, Rejection};
 
@@ -79,10 +80,15 @@ pub fn collect_files(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<Rejection>) {
     (files, rejected)
 }
 
-/// Scan + group + convert.
+/// Scan + group + convert under the default [`Limits`].
 pub fn convert_paths(inputs: &[PathBuf], cfg: &ConvertConfig) -> ConvertReport {
+    convert_paths_with(inputs, cfg, &Limits::default())
+}
+
+/// Scan + group + convert; every count, length and dimension a file claims is bounded by `limits`.
+pub fn convert_paths_with(inputs: &[PathBuf], cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
     let (files, mut rejected) = collect_files(inputs);
-    let results: Vec<_> = files.par_iter().map(|p| read_header(p)).collect();
+    let results: Vec<_> = files.par_iter().map(|p| read_header_with(p, limits)).collect();
     let mut headers = Vec::with_capacity(results.len());
     for r in results {
         match r {
@@ -90,14 +96,19 @@ pub fn convert_paths(inputs: &[PathBuf], cfg: &ConvertConfig) -> ConvertReport {
             Err(e) => rejected.push(Rejection::from_error(&e)),
         }
     }
-    let mut report = convert_headers(headers, cfg);
+    let mut report = convert_headers_with(headers, cfg, limits);
     rejected.append(&mut report.rejected);
     report.rejected = rejected;
     report
 }
 
-/// Convert already-read headers (the daemon's entry point once a series is complete).
+/// Convert already-read headers under the default [`Limits`].
 pub fn convert_headers(headers: Vec<InstanceHeader>, cfg: &ConvertConfig) -> ConvertReport {
+    convert_headers_with(headers, cfg, &Limits::default())
+}
+
+/// Convert already-read headers (the daemon's entry point once a series is complete).
+pub fn convert_headers_with(headers: Vec<InstanceHeader>, cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
     let (headers, duplicates) = drop_duplicates(headers);
     let (groups, bad_series) = group_stacks(&headers);
     let mut report = ConvertReport::default();
@@ -107,7 +118,7 @@ pub fn convert_headers(headers: Vec<InstanceHeader>, cfg: &ConvertConfig) -> Con
     }
     let mut stems: HashSet<String> = HashSet::new();
     for g in &groups {
-        match convert_group(&headers, g, cfg, &duplicates) {
+        match convert_group(&headers, g, cfg, limits, &duplicates) {
             Ok(mut c) => {
                 let mut stem = c.file_stem.clone();
                 let mut n = 2;
@@ -153,6 +164,7 @@ fn convert_group(
     headers: &[InstanceHeader],
     g: &StackGroup,
     cfg: &ConvertConfig,
+    limits: &Limits,
     duplicates: &HashMap<String, Vec<PathBuf>>,
 ) -> Result<ConvertedSeries, Vec<Rejection>> {
     let mut files: Vec<PathBuf> = Vec::new();
@@ -165,7 +177,7 @@ fn convert_group(
     let reject = |reason: RejectReason| vec![Rejection { subject: group_subject(g), reason, files: files.clone() }];
     if g.slices.len() < cfg.min_slices {
         // A lone file is more likely broken than short: report its own problem when it has one.
-        let broken = probe_files(headers, g, &files);
+        let broken = probe_files(headers, g, &files, limits);
         if !broken.is_empty() {
             return Err(broken);
         }
@@ -191,6 +203,11 @@ fn convert_group(
     let first = &headers[g.slices[0].header];
     let fallback = first.spacing_between_slices.or(g.slices[0].info.slice_thickness).unwrap_or(1.0);
     let stack = stack_geometry(&geoms, cfg.spacing_tolerance, fallback, cfg.resample_gaps).map_err(reject)?;
+    // The volume's size (gap filling can add slices) is bounded before anything is decoded or allocated.
+    let (ni, nj, nk) = (g.columns as usize, g.rows as usize, stack.nk);
+    if let Err(e) = limits.voxels(&[ni as u64, nj as u64, nk as u64]) {
+        return Err(reject(RejectReason::Unreadable { detail: format!("over a limit: {e}") }));
+    }
 
     // Decode: every file once, in parallel; each file yields its requested slices.
     let mut per_file: BTreeMap<usize, Vec<(usize, SliceRequest)>> = BTreeMap::new();
@@ -210,7 +227,7 @@ fn convert_group(
         .map(|(hi, reqs)| {
             let h = &headers[*hi];
             let r: Vec<SliceRequest> = reqs.iter().map(|(_, r)| *r).collect();
-            let slices = decode_slices(h, &r).map_err(|e| {
+            let slices = decode_slices(h, &r, limits).map_err(|e| {
                 // One bad file spoils the stack: name the file, keep the series' files with the rejection.
                 let mut rej = Rejection::from_error(&e);
                 rej.subject = format!("{} (file {})", group_subject(g), h.path.display());
@@ -220,11 +237,15 @@ fn convert_group(
             Ok(reqs.iter().map(|(k, _)| *k).zip(slices).collect())
         })
         .collect();
-    let (ni, nj, nk) = (g.columns as usize, g.rows as usize, stack.nk);
+    // Every decode error is reported before the volume buffer is allocated.
+    let mut slices_by_file = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        slices_by_file.push(d?);
+    }
     let plane = ni * nj;
     let mut data = vec![0f32; plane * nk];
-    for d in decoded {
-        for (k, slice) in d? {
+    for d in slices_by_file {
+        for (k, slice) in d {
             if slice.len() != plane {
                 return Err(reject(RejectReason::Unreadable {
                     detail: format!("slice {k} has {} pixels, expected {plane}", slice.len()),
@@ -334,7 +355,7 @@ fn fill_gaps(data: &mut [f32], plane: usize, slots: &[usize], nk: usize) -> usiz
 }
 
 /// Decode the first requested frame of each file of a (small) stack; each failure as a file rejection.
-fn probe_files(headers: &[InstanceHeader], g: &StackGroup, files: &[PathBuf]) -> Vec<Rejection> {
+fn probe_files(headers: &[InstanceHeader], g: &StackGroup, files: &[PathBuf], limits: &Limits) -> Vec<Rejection> {
     let mut done = HashSet::new();
     let mut out = Vec::new();
     for s in &g.slices {
@@ -342,7 +363,7 @@ fn probe_files(headers: &[InstanceHeader], g: &StackGroup, files: &[PathBuf]) ->
             continue;
         }
         let req = SliceRequest { frame: s.frame, tile: s.tile, slope: 1.0, intercept: 0.0 };
-        if let Err(e) = decode_slices(&headers[s.header], &[req]) {
+        if let Err(e) = decode_slices(&headers[s.header], &[req], limits) {
             let mut r = Rejection::from_error(&e);
             r.files = files.to_vec();
             out.push(r);

@@ -11,8 +11,8 @@ const ZIGZAG: [usize; 64] = [
 ];
 
 /// Decode every frame of an encapsulated JPEG into little-endian `u16` samples, frames concatenated.
-/// Fragments are grouped into frames at each start-of-image marker.
-pub fn decode_fragments(fragments: &[Vec<u8>], frames: usize) -> Result<Vec<u8>, String> {
+/// Fragments are grouped into frames at each start-of-image marker; every frame must be `(rows, cols)`.
+pub fn decode_fragments(fragments: &[Vec<u8>], frames: usize, size: (usize, usize)) -> Result<Vec<u8>, String> {
     let mut streams: Vec<Vec<u8>> = Vec::new();
     for f in fragments {
         if f.starts_with(&[0xFF, 0xD8]) || streams.is_empty() {
@@ -26,7 +26,7 @@ pub fn decode_fragments(fragments: &[Vec<u8>], frames: usize) -> Result<Vec<u8>,
     }
     let mut out = Vec::new();
     for s in streams.iter().take(frames) {
-        let img = decode(s)?;
+        let img = decode(s, size)?;
         for v in img {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -145,8 +145,9 @@ fn be16(d: &[u8], at: usize) -> Result<usize, String> {
     }
 }
 
-/// Decode one JPEG stream into row-major samples.
-pub fn decode(d: &[u8]) -> Result<Vec<u16>, String> {
+/// Decode one JPEG stream into row-major samples; its frame header must say `(rows, cols)` = `size` (checked
+/// before the output is allocated).
+pub fn decode(d: &[u8], size: (usize, usize)) -> Result<Vec<u16>, String> {
     if !d.starts_with(&[0xFF, 0xD8]) {
         return Err("not a JPEG stream (no SOI)".into());
     }
@@ -217,6 +218,9 @@ pub fn decode(d: &[u8]) -> Result<Vec<u16>, String> {
                 tq = (*seg.get(8).ok_or("SOF truncated")? as usize).min(3);
                 if !(precision == 8 || precision == 12) || width == 0 || height == 0 {
                     return Err(format!("unsupported frame: {precision} bits, {width}x{height}"));
+                }
+                if (height, width) != size {
+                    return Err(format!("JPEG frame is {width}x{height}, the DICOM header says {}x{}", size.1, size.0));
                 }
             }
             0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
@@ -323,11 +327,19 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(decode(&[]).is_err());
-        assert!(decode(&[0xFF, 0xD8, 0xFF]).is_err());
-        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x02]).is_err());
+        assert!(decode(&[], (8, 8)).is_err());
+        assert!(decode(&[0xFF, 0xD8, 0xFF], (8, 8)).is_err());
+        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x02], (8, 8)).is_err());
         let mut x = vec![0xFF, 0xD8];
         x.extend((0..500u32).map(|i| (i * 37 % 251) as u8));
-        assert!(decode(&x).is_err());
+        assert!(decode(&x, (8, 8)).is_err());
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_header_is_refused_before_allocating() {
+        // SOI, SOF1 12-bit 30000 x 30000, one component.
+        let d = [0xFF, 0xD8, 0xFF, 0xC1, 0, 11, 12, 0x75, 0x30, 0x75, 0x30, 1, 1, 0x11, 0];
+        let e = decode(&d, (48, 48)).unwrap_err();
+        assert!(e.contains("30000x30000"), "{e}");
     }
 }

@@ -7,6 +7,8 @@
 //! [`convert::convert_paths`] returns the volumes with their sidecars and every rejection with its
 //! [`RejectReason`].
 
+pub mod claims;
+pub mod codestream;
 pub mod convert;
 pub mod geometry;
 pub mod guard;
@@ -19,8 +21,8 @@ pub mod series;
 
 use std::path::PathBuf;
 
-pub use convert::{convert_paths, ConvertReport, ConvertedSeries};
-pub use read::{read_header, FrameInfo, InstanceHeader};
+pub use convert::{convert_paths, convert_paths_with, ConvertReport, ConvertedSeries};
+pub use read::{read_header, read_header_with, FrameInfo, InstanceHeader};
 pub use reject::{RejectReason, Rejection};
 
 /// Why one file could not be read or decoded. Every variant names the file.
@@ -46,6 +48,12 @@ pub enum DicomError {
     UnsupportedPixels { path: PathBuf, reason: String },
     #[error("{path}: cannot decode pixel data: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// A count, length or dimension the file claims is over a configured limit.
+    #[error("{path}: {source}")]
+    Limit { path: PathBuf, source: crate::limits::LimitExceeded },
+    /// The header contradicts itself (e.g. more frames than the Pixel Data holds).
+    #[error("{path}: inconsistent header: {reason}")]
+    Inconsistent { path: PathBuf, reason: String },
 }
 
 impl DicomError {
@@ -61,7 +69,9 @@ impl DicomError {
             | DicomError::NoPixelData { path }
             | DicomError::UnsupportedTransferSyntax { path, .. }
             | DicomError::UnsupportedPixels { path, .. }
-            | DicomError::Decode { path, .. } => path,
+            | DicomError::Decode { path, .. }
+            | DicomError::Limit { path, .. }
+            | DicomError::Inconsistent { path, .. } => path,
         }
     }
 }

@@ -15,8 +15,10 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use super::codestream::{self, Expect};
 use super::read::{one_line, InstanceHeader};
 use super::DicomError;
+use crate::limits::Limits;
 
 /// JPEG Extended (Process 2 & 4): 8- or 12-bit lossy JPEG.
 pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
@@ -123,17 +125,21 @@ impl Samples<'_> {
     }
 }
 
-/// Open the whole file (pixels included).
-pub fn open_full(path: &Path) -> Result<DefaultDicomObject, DicomError> {
-    super::guard::check_lengths(path)?;
+/// Open the whole file (pixels included), after the pre-scan has bounded it ([`super::guard`]).
+pub fn open_full(path: &Path, limits: &Limits) -> Result<DefaultDicomObject, DicomError> {
+    super::guard::scan(path, limits)?;
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
 }
 
 /// Decode the requested slices of one file; each is `rows × cols` (the tile's size for mosaic tiles).
-pub fn decode_slices(h: &InstanceHeader, requests: &[SliceRequest]) -> Result<Vec<Vec<f32>>, DicomError> {
-    let obj = open_full(&h.path)?;
+pub fn decode_slices(
+    h: &InstanceHeader,
+    requests: &[SliceRequest],
+    limits: &Limits,
+) -> Result<Vec<Vec<f32>>, DicomError> {
+    let obj = open_full(&h.path, limits)?;
     decode_slices_from(&obj, h, requests)
 }
 
@@ -166,9 +172,18 @@ pub fn decode_slices_from(
             other => Samples::Bytes(std::borrow::Cow::Owned(other.to_bytes().into_owned())),
         },
         Value::PixelSequence(seq) => {
+            // Codecs size their output from the codestream: it must agree with the header first.
+            let expect = Expect {
+                rows: fmt.rows,
+                cols: fmt.cols,
+                samples: h.samples_per_pixel.unwrap_or(1) as usize,
+                bits_allocated: fmt.bits_allocated as usize,
+            };
+            codestream::check(&ts_uid, seq.fragments(), &expect)
+                .map_err(|reason| DicomError::Decode { path: path.clone(), reason })?;
             if ts_uid == JPEG_EXTENDED && fmt.bits_stored > 8 {
                 let frames = seq.fragments();
-                decoded = super::jpeg12::decode_fragments(frames, fmt.frames)
+                decoded = super::jpeg12::decode_fragments(frames, fmt.frames, (fmt.rows, fmt.cols))
                     .map_err(|reason| DicomError::Decode { path: path.clone(), reason })?;
                 Samples::Bytes(std::borrow::Cow::Borrowed(&decoded[..]))
             } else {

@@ -17,6 +17,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::pixels::JPEG_EXTENDED;
 use super::DicomError;
+use crate::limits::Limits;
 
 /// Siemens private "NumberOfImagesInMosaic" (group 0019, creator `SIEMENS MR HEADER`, element offset 0x0A).
 /// Private tags are not in the standard dictionary; the creator is checked before the value is trusted.
@@ -141,11 +142,18 @@ fn non_image_sop_class(uid: &str) -> Option<&'static str> {
     known.iter().find(|(u, _)| *u == uid).map(|(_, n)| *n)
 }
 
+/// Read one file's header (everything before Pixel Data) under the default [`Limits`].
+pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
+    read_header_with(path, &Limits::default())
+}
+
 /// Read one file's header (everything before Pixel Data).
 ///
 /// Errors name the file and the reason: unreadable, empty, not DICOM Part 10, a DICOMDIR, a non-image SOP class
-/// (SR, RTSTRUCT, ...), a missing UID, or an image without Rows/Columns.
-pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
+/// (SR, RTSTRUCT, ...), a missing UID, an image without Rows/Columns, a claim over `limits` or one the Pixel
+/// Data contradicts ([`super::claims`]). Nothing is sized from the file before the pre-scan ([`super::guard`])
+/// has bounded it.
+pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, DicomError> {
     let meta = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
     if meta.len() == 0 {
         return Err(DicomError::Empty { path: path.to_path_buf() });
@@ -153,7 +161,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
     if !meta.is_file() {
         return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
     }
-    super::guard::check_lengths(path)?;
+    let scan = super::guard::scan(path, limits)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -170,7 +178,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
         }
         Some(_) => {}
     }
-    let mut h = header_from_object(path, &obj)?;
+    let mut h = header_from_object(path, &obj, limits)?;
     h.file_size = meta.len();
     h.transfer_syntax = ts;
     if h.sop_class_uid.is_empty() {
@@ -185,6 +193,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
             what: format!("no Rows/Columns/BitsAllocated (SOP class {})", h.sop_class_uid),
         });
     }
+    super::claims::check(&h, &scan, limits)?;
     Ok(h)
 }
 
@@ -204,7 +213,8 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
 }
 
 /// Build the header from an (already parsed) data set. `obj` may hold the pixel data too; it is not looked at.
-pub fn header_from_object(path: &Path, obj: &InMemDicomObject) -> Result<InstanceHeader, DicomError> {
+/// NumberOfFrames is checked against `limits.max_frames` before the per-frame list is built.
+pub fn header_from_object(path: &Path, obj: &InMemDicomObject, limits: &Limits) -> Result<InstanceHeader, DicomError> {
     let missing = |tag: &'static str| DicomError::MissingTag { path: path.to_path_buf(), tag };
     let mut h = InstanceHeader {
         path: path.to_path_buf(),
@@ -240,7 +250,7 @@ pub fn header_from_object(path: &Path, obj: &InMemDicomObject) -> Result<Instanc
         image_type: multi_text(obj, tags::IMAGE_TYPE).into_iter().map(|s| s.to_ascii_uppercase()).collect(),
         rows: int(obj, tags::ROWS).and_then(|v| u32::try_from(v).ok()),
         columns: int(obj, tags::COLUMNS).and_then(|v| u32::try_from(v).ok()),
-        number_of_frames: int(obj, tags::NUMBER_OF_FRAMES).and_then(|v| u32::try_from(v).ok()).unwrap_or(1).max(1),
+        number_of_frames: number_of_frames(path, obj, limits)?,
         samples_per_pixel: int(obj, tags::SAMPLES_PER_PIXEL).and_then(|v| u16::try_from(v).ok()),
         bits_allocated: int(obj, tags::BITS_ALLOCATED).and_then(|v| u16::try_from(v).ok()),
         bits_stored: int(obj, tags::BITS_STORED).and_then(|v| u16::try_from(v).ok()),
@@ -264,6 +274,19 @@ pub fn header_from_object(path: &Path, obj: &InMemDicomObject) -> Result<Instanc
     }
     h.frames = frames(obj, h.number_of_frames as usize);
     Ok(h)
+}
+
+/// NumberOfFrames (1 when absent or empty); a value that is not a positive integer, or over `max_frames`, is an
+/// error.
+fn number_of_frames(path: &Path, obj: &InMemDicomObject, limits: &Limits) -> Result<u32, DicomError> {
+    let Some(t) = text(obj, tags::NUMBER_OF_FRAMES) else { return Ok(1) };
+    let n = int(obj, tags::NUMBER_OF_FRAMES).filter(|&n| n >= 1).ok_or_else(|| DicomError::Inconsistent {
+        path: path.to_path_buf(),
+        reason: format!("NumberOfFrames {t:?} is not a positive integer"),
+    })?;
+    Limits::check("NumberOfFrames", n as u64, limits.max_frames.min(u32::MAX as u64))
+        .map_err(|source| DicomError::Limit { path: path.to_path_buf(), source })?;
+    Ok(n as u32)
 }
 
 /// Frame geometry: per-frame functional groups first, then shared groups, then top-level attributes.

@@ -110,6 +110,10 @@ impl From<&DicomError> for RejectReason {
             DicomError::NotDicom { reason, .. } => RejectReason::Unreadable { detail: format!("not DICOM: {reason}") },
             DicomError::MissingTag { tag, .. } => RejectReason::Unreadable { detail: format!("missing {tag}") },
             DicomError::Decode { reason, .. } => RejectReason::Unreadable { detail: format!("decode: {reason}") },
+            DicomError::Limit { source, .. } => RejectReason::Unreadable { detail: format!("over a limit: {source}") },
+            DicomError::Inconsistent { reason, .. } => {
+                RejectReason::Unreadable { detail: format!("inconsistent header: {reason}") }
+            }
         }
     }
 }

@@ -248,7 +248,7 @@ fn mosaic_slices(h: &InstanceHeader, i: usize) -> Result<(Vec<SliceRef>, (u32, u
         .ok_or_else(|| RejectReason::UnsupportedLayout { detail: "mosaic without NumberOfImagesInMosaic".into() })?;
     let (rows, cols) = (h.rows.unwrap_or(0), h.columns.unwrap_or(0));
     let m = (n as f64).sqrt().ceil() as u32;
-    if m == 0 || rows / m == 0 || cols / m == 0 || m * m < n {
+    if m == 0 || rows / m == 0 || cols / m == 0 || (m as u64) * (m as u64) < n as u64 {
         return Err(RejectReason::UnsupportedLayout {
             detail: format!("mosaic of {n} images does not tile {cols}x{rows}"),
         });

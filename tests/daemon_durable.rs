@@ -55,7 +55,7 @@ fn a_late_instance_is_converted_in_every_after_commit_mode() {
         let first = wait_for(40.0, || {
             let st = env.status()?;
             let s = series_of(&st, &uid)?;
-            (s["state"] == "stored_without_codes" && s["volumes"] == 1 && idle(&st)).then_some(())
+            (s["state"] == "skipped" && s["volumes"] == 1 && idle(&st)).then_some(())
         });
         assert!(first.is_some(), "{mode}: first part not finished: {:?}\n{}", env.status(), env.logs());
         let left = files_under(&env.path("incoming")).len();
@@ -65,7 +65,7 @@ fn a_late_instance_is_converted_in_every_after_commit_mode() {
         let late = wait_for(40.0, || {
             let st = env.status()?;
             let s = series_of(&st, &uid)?;
-            (s["instances"] == 16 && s["state"] == "stored_without_codes" && s["volumes"] == 1 && idle(&st))
+            (s["instances"] == 16 && s["state"] == "skipped" && s["volumes"] == 1 && idle(&st))
                 .then_some((st, s))
         });
         let Some((st, s)) = late else {
@@ -117,7 +117,7 @@ fn archive_moves_wait_for_a_synced_wal_and_fsync_their_folders() {
     let done = wait_for(90.0, || {
         let st = env.status()?;
         let s = series_of(&st, &uid)?;
-        (s["state"] == "stored_without_codes" && idle(&st) && files_under(&env.path("archive")).len() == 8)
+        (s["state"] == "skipped" && idle(&st) && files_under(&env.path("archive")).len() == 8)
             .then_some(())
     });
     // Stop the traced daemon (strace's child) with SIGTERM; strace exits with it.

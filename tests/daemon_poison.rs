@@ -41,7 +41,7 @@ fn a_file_in_flight_at_sigkill_is_quarantined_once_and_the_good_series_goes_thro
     let done = wait_for(60.0, || {
         let st = env.status()?;
         let s = st["series"].as_array()?.iter().find(|s| s["series_uid"] == uid)?.clone();
-        (s["state"] == "stored_without_codes" && s["volumes"] == 1 && st["quarantined"] == 1).then_some(st)
+        (s["state"] == "skipped" && s["volumes"] == 1 && st["quarantined"] == 1).then_some(st)
     });
     let Some(st) = done else { panic!("status {:?}\n{}", env.status(), env.logs()) };
     assert_eq!(st["instances"], 8, "the poison file must not have been taken in");

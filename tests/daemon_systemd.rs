@@ -94,7 +94,7 @@ fn low_disk_pauses_intake_until_sighup_lowers_the_watermark_in_poll_mode() {
     let done = wait_for(30.0, || {
         let st = env.status()?;
         let s = st["series"].as_array()?.iter().find(|s| s["series_uid"] == series_uid(31))?.clone();
-        (s["state"] == "stored_without_codes" && s["instances"] == 8).then_some(())
+        (s["state"] == "skipped" && s["instances"] == 8).then_some(())
     });
     assert!(done.is_some(), "{:?}\n{}", env.status(), env.logs());
     assert_eq!(terminate(&mut daemon, 20.0), Some(0));

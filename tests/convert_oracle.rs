@@ -135,7 +135,7 @@ fn check_case(dir: &Path, peer: &Peer) -> Vec<String> {
     if verdict == "ok" {
         let work = tempfile::tempdir().expect("tempdir");
         let theirs = run_dcm2niix(&files, work.path());
-        let expect_refusal = peer.refuses.iter().any(|c| *c == name);
+        let expect_refusal = peer.refuses.contains(&name);
         let refused = !theirs.success || theirs.outputs.is_empty();
         if refused {
             if !expect_refusal {

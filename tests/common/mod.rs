@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ldae::Volume;
 
 mod require;
+#[allow(unused_imports)]
 pub use require::*;
 
 /// Small data shipped with the crate.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine with Rust: installs the system packages the tests use
-# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze, cmake for CharLS), then runs format, lint and every test.
+# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze), then runs format, lint and every test.
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(cmake dcm2niix dicom3tools dcmtk orthanc elastix systemd python3)
+PKGS=(dcm2niix dicom3tools dcmtk orthanc elastix systemd python3 strace)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +16,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# This script installs every tool the tests use, so by default every test must run for real: a missing tool or
+# data file fails its test instead of skipping (tests/common/require.rs). LDAE_REQUIRE_ALL=0 allows skips.
+export LDAE_REQUIRE_ALL="${LDAE_REQUIRE_ALL:-1}"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -1,9 +1,10 @@
 //! The typed configuration (`config/ldae.toml`): one struct per section, unknown keys rejected, every value
 //! checked, and every error naming the key path (`stability.quiet_secs: must be > 0`).
 //!
-//! Relative paths in the file are resolved against the directory the process runs in (the README's commands run
-//! from the repository root, so `./var/...` lands in the checkout). Each section has a `Default` equal to the
-//! shipped `config/ldae.toml`, so a missing section means "the defaults".
+//! Relative paths in a file are resolved against the directory of that file ([`Config::load`]), so a command run
+//! from anywhere finds the same folders, template and model. Each section has a `Default` equal to the shipped
+//! `config/ldae.toml` (paths relative to `config/`: `../var/incoming`, `../weights/demo`), so a missing section
+//! means "the defaults". Without `--config`, [`default_config_path`] finds the file.
 
 use std::path::{Path, PathBuf};
 
@@ -58,11 +59,11 @@ pub struct PathsConfig {
 impl Default for PathsConfig {
     fn default() -> Self {
         PathsConfig {
-            incoming: vec![PathBuf::from("var/incoming")],
-            state: PathBuf::from("var/state"),
-            quarantine: PathBuf::from("var/quarantine"),
-            archive: PathBuf::from("var/archive"),
-            outputs: PathBuf::from("var/outputs"),
+            incoming: vec![PathBuf::from("../var/incoming")],
+            state: PathBuf::from("../var/state"),
+            quarantine: PathBuf::from("../var/quarantine"),
+            archive: PathBuf::from("../var/archive"),
+            outputs: PathBuf::from("../var/outputs"),
         }
     }
 }
@@ -157,8 +158,8 @@ pub struct PreprocessConfig {
 impl Default for PreprocessConfig {
     fn default() -> Self {
         PreprocessConfig {
-            template: PathBuf::from("weights/templates/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-            template_mask: PathBuf::from("weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
+            template: PathBuf::from("../weights/templates/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+            template_mask: PathBuf::from("../weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
             pyramid: vec![4, 2, 1],
             iterations: 100,
         }
@@ -186,7 +187,7 @@ pub struct ModelSection {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { dir: PathBuf::from("weights/demo"), device: DeviceKind::Cpu, steps: 10 }
+        ModelSection { dir: PathBuf::from("../weights/demo"), device: DeviceKind::Cpu, steps: 10 }
     }
 }
 
@@ -283,11 +284,40 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file; its relative paths are made absolute against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
-        Self::from_toml_str(path, &text)
+        let mut cfg = Self::from_toml_str(path, &text)?;
+        cfg.resolve_relative_to(&config_dir(path));
+        Ok(cfg)
+    }
+
+    /// Make every relative path (folders, template, model, hook commands given as paths) absolute against `base`.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = normalize(&base.join(&*p));
+            }
+        };
+        let paths = &mut self.paths;
+        paths.incoming.iter_mut().for_each(fix);
+        for p in [&mut paths.state, &mut paths.quarantine, &mut paths.archive, &mut paths.outputs] {
+            fix(p);
+        }
+        fix(&mut self.preprocess.template);
+        fix(&mut self.preprocess.template_mask);
+        fix(&mut self.model.dir);
+        // A bare command name (no '/') is looked up on PATH, not in the config's folder.
+        self.hooks.commands.iter_mut().filter(|c| c.components().count() > 1).for_each(fix);
+    }
+
+    /// The defaults as if they were read from `<cwd>/config/ldae.toml` (when no config file exists at all).
+    pub fn defaults_here() -> Config {
+        let mut cfg = Config::default();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        cfg.resolve_relative_to(&cwd.join("config"));
+        cfg
     }
 
     /// Check values that types alone cannot.
@@ -362,6 +392,44 @@ impl Config {
     }
 }
 
+/// The directory a config file's relative paths are resolved against: its own, made absolute.
+fn config_dir(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match std::env::current_dir() {
+        Ok(cwd) if dir.is_relative() => normalize(&cwd.join(dir)),
+        _ => normalize(dir),
+    }
+}
+
+/// `a/b/../c` → `a/c`, `a/./b` → `a/b` (lexically; the config's own folder layout, not symlinks).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Where the configuration is when `--config` / `LDAE_CONFIG` is not given: the first that exists of
+/// `./config/ldae.toml`, `<binary's folder>/ldae.toml`, `/etc/ldae/ldae.toml`, and the `config/ldae.toml` of
+/// the checkout the binary was built from; `config/ldae.toml` when none does.
+pub fn default_config_path() -> PathBuf {
+    let mut candidates = vec![PathBuf::from("config/ldae.toml")];
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(dir.join("ldae.toml"));
+    }
+    candidates.push(PathBuf::from("/etc/ldae/ldae.toml"));
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ldae.toml"));
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("config/ldae.toml"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +438,14 @@ mod tests {
     fn shipped_config_is_valid_and_equals_defaults() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ldae.toml");
         let cfg = Config::load(&p).expect("shipped config loads");
-        assert_eq!(cfg, Config::default());
+        let mut defaults = Config::default();
+        defaults.resolve_relative_to(p.parent().expect("config dir"));
+        assert_eq!(cfg, defaults);
+        // Resolved against config/: the checkout's var/ and weights/.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(cfg.model.dir, normalize(&root.join("weights/demo")));
+        assert_eq!(cfg.paths.incoming, vec![normalize(&root.join("var/incoming"))]);
+        assert!(cfg.preprocess.template.is_file(), "{:?}", cfg.preprocess.template);
     }
 
     #[test]

@@ -1,18 +1,13 @@
 //! `ldae weights convert` / `check` run as the real binary on a model directory in the published layout
 //! (tiny-a's configuration and weights, the encoder as a torch zip with shared backbone storages).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod pth_support;
 use pth_support::write_encoder_pth;
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("ldae/fixtures").is_dir().then_some(p)
-}
+mod common;
 
 fn ldae(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_ldae")).args(args).output().expect("run ldae");
@@ -34,11 +29,7 @@ fn model_dir(fx: &Path, dir: &Path, drop: Option<&str>) {
 
 #[test]
 fn convert_then_check_then_detect_tampering() {
-    let Some(shared) = shared() else {
-        eprintln!("shared/ldae/fixtures not found (set LDAE_SHARED); skipping weights CLI test");
-        return;
-    };
-    let fx = shared.join("ldae/fixtures/tiny-a");
+    let Some(fx) = common::shared_data("ldae/fixtures/tiny-a") else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     model_dir(&fx, dir, None);
@@ -81,11 +72,7 @@ fn convert_then_check_then_detect_tampering() {
 
 #[test]
 fn missing_key_and_empty_dir_are_clear_errors() {
-    let Some(shared) = shared() else {
-        eprintln!("shared/ldae/fixtures not found (set LDAE_SHARED); skipping weights CLI test");
-        return;
-    };
-    let fx = shared.join("ldae/fixtures/tiny-a");
+    let Some(fx) = common::shared_data("ldae/fixtures/tiny-a") else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     model_dir(&fx, tmp.path(), Some("cross_attention.in_proj_bias"));
     let (ok, _, err) = ldae(&["weights", "convert", tmp.path().to_str().expect("utf8")]);

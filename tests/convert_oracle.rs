@@ -1,18 +1,53 @@
 //! Oracle tests: every series of shared/testdata/synthetic/{roundtrip,transfer_syntaxes} converts to its truth
 //! (world-space rule of shared/testdata/README.md), reject cases are refused with the right reason, and the
-//! output agrees with dcm2niix run here on the same files (where that dcm2niix can read them).
+//! output agrees with dcm2niix run here on the same files. dcm2niix must succeed on every `ok` case except the
+//! ones its validation report (`<corpus>_VALIDATION_dcm2niix.md`, "dcm2niix outputs: none") says it refuses;
+//! with the validated dcm2niix version those must be refused (non-zero exit, no output).
 
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use ldae::config::ConvertConfig;
 use ldae::dicom::convert_paths;
 use ldae::nifti::read_nifti;
 
+/// The dcm2niix this machine has, and what its validation report says about the corpus.
+struct Peer {
+    /// `dcm2niix -v`'s version string (e.g. `v1.0.20220720`).
+    version: String,
+    /// The version the validation report was made with.
+    validated: String,
+    /// Cases that validated version refuses (writes no volume for).
+    refuses: Vec<String>,
+}
+
+impl Peer {
+    fn new(report: &str) -> Peer {
+        let out = Command::new("dcm2niix").arg("-v").output().expect("dcm2niix -v");
+        let version = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim().to_string();
+        let validated = report
+            .lines()
+            .find_map(|l| l.strip_prefix("dcm2niix: ")?.split("version ").nth(1)?.split_whitespace().next())
+            .expect("validation report names its dcm2niix version")
+            .to_string();
+        let mut refuses = Vec::new();
+        let mut case = "";
+        for l in report.lines() {
+            if let Some(c) = l.strip_prefix("## ") {
+                case = c.trim();
+            } else if l.trim() == "- dcm2niix outputs: none" {
+                refuses.push(case.to_string());
+            }
+        }
+        Peer { version, validated, refuses }
+    }
+}
+
 /// Check one case folder; returns a description of each failure.
-fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
+fn check_case(dir: &Path, peer: &Peer) -> Vec<String> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
     let expect = std::fs::read_to_string(dir.join("expect.txt")).unwrap_or_default();
     let verdict = expect.split([':', ' ', '\n']).next().unwrap_or("").to_string();
@@ -45,7 +80,16 @@ fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
                 fails.push(format!("{name}: {} volumes for {} truths", report.converted.len(), truth_paths.len()));
             }
         }
-        "split_or_reject" => {}
+        // Never one mixed volume: either refused with a reason, or split into volumes that each equal a
+        // different truth (a part may be dropped), so at most one output per truth.
+        "split_or_reject" => {
+            if report.converted.is_empty() && report.rejected.is_empty() {
+                fails.push(format!("{name}: neither split nor rejected"));
+            }
+            if report.converted.len() > truth_paths.len() {
+                fails.push(format!("{name}: {} volumes for {} truths", report.converted.len(), truth_paths.len()));
+            }
+        }
         other => fails.push(format!("{name}: unknown expect verdict {other:?}")),
     }
     let tol = tolerance(&expect);
@@ -58,6 +102,7 @@ fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
             check(&d, &tol).ok().map(|_| t)
         });
         match hit {
+            Some(t) if matched[t] => fails.push(format!("{name}: two outputs equal truth {t}")),
             Some(t) => matched[t] = true,
             None => {
                 let why: Vec<String> = truth_vols
@@ -87,15 +132,31 @@ fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
     if verdict == "ok" && matched.iter().any(|m| !m) {
         fails.push(format!("{name}: truths not produced: {matched:?}"));
     }
-    if with_dcm2niix && verdict == "ok" {
+    if verdict == "ok" {
         let work = tempfile::tempdir().expect("tempdir");
         let theirs = run_dcm2niix(&files, work.path());
-        if theirs.is_empty() {
-            // This Debian dcm2niix cannot read deflate, JPEG-LS and 12-bit JPEG (shared/testdata/README.md).
-            eprintln!("{name}: dcm2niix wrote nothing (it cannot read this transfer syntax); truth check only");
+        let expect_refusal = peer.refuses.contains(&name);
+        let refused = !theirs.success || theirs.outputs.is_empty();
+        if refused {
+            if !expect_refusal {
+                fails.push(format!(
+                    "{name}: dcm2niix {} refused it (exit ok: {}, {} outputs): {}",
+                    peer.version,
+                    theirs.success,
+                    theirs.outputs.len(),
+                    theirs.messages.trim()
+                ));
+            } else if theirs.success || !theirs.outputs.is_empty() {
+                fails.push(format!("{name}: dcm2niix refused it but exited 0 or wrote {:?}", theirs.outputs));
+            }
+        } else if expect_refusal && peer.version == peer.validated {
+            fails.push(format!(
+                "{name}: dcm2niix {} was validated to refuse it, but wrote {:?}",
+                peer.version, theirs.outputs
+            ));
         } else {
             for c in &report.converted {
-                let agree = theirs.iter().any(|p| {
+                let agree = theirs.outputs.iter().any(|p| {
                     let v = read_nifti(p).expect("dcm2niix nifti");
                     compare(&c.volume, &v).ok().is_some_and(|d| {
                         let lossy = tol.max_abs.is_some();
@@ -104,7 +165,10 @@ fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
                     })
                 });
                 if !agree {
-                    fails.push(format!("{name}: {} disagrees with every dcm2niix output {theirs:?}", c.file_stem));
+                    fails.push(format!(
+                        "{name}: {} disagrees with every dcm2niix output {:?}",
+                        c.file_stem, theirs.outputs
+                    ));
                 }
             }
         }
@@ -113,20 +177,18 @@ fn check_case(dir: &Path, with_dcm2niix: bool) -> Vec<String> {
 }
 
 fn run_corpus(sub: &str) {
-    let Some(shared) = shared_dir() else {
-        println!("shared/ corpus not found (set LDAE_SHARED): skipping {sub}");
+    let Some(root) = shared_data(&format!("testdata/synthetic/{sub}")) else { return };
+    let Some(report) = shared_data(&format!("testdata/synthetic/{sub}_VALIDATION_dcm2niix.md")) else { return };
+    if !tool("dcm2niix", &["-h"]) {
         return;
-    };
-    let with_dcm2niix = have("dcm2niix");
-    if !with_dcm2niix {
-        println!("dcm2niix not installed: truth checks only");
     }
-    let root = shared.join("testdata/synthetic").join(sub);
+    let peer = Peer::new(&std::fs::read_to_string(report).expect("validation report"));
+    assert!(!peer.refuses.is_empty() || sub == "roundtrip", "no refusals parsed from the {sub} report");
     let mut dirs: Vec<_> = std::fs::read_dir(&root).expect("corpus").filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.retain(|d| d.is_dir());
     dirs.sort();
     assert!(dirs.len() >= 11, "corpus {sub} has only {} cases", dirs.len());
-    let fails: Vec<String> = dirs.iter().flat_map(|d| check_case(d, with_dcm2niix)).collect();
+    let fails: Vec<String> = dirs.iter().flat_map(|d| check_case(d, &peer)).collect();
     assert!(fails.is_empty(), "{} failure(s):\n{}", fails.len(), fails.join("\n"));
 }
 
@@ -142,11 +204,7 @@ fn transfer_syntax_cases_match_truth_and_dcm2niix() {
 
 #[test]
 fn resample_gaps_fills_the_missing_slice_and_marks_it() {
-    let Some(shared) = shared_dir() else {
-        println!("shared/ corpus not found (set LDAE_SHARED): skipping");
-        return;
-    };
-    let root = shared.join("testdata/synthetic/roundtrip");
+    let Some(root) = shared_data("testdata/synthetic/roundtrip") else { return };
     let cfg = ConvertConfig { resample_gaps: true, ..ConvertConfig::default() };
     let report = convert_paths(&dicom_files(&root.join("missing_slice")), &cfg);
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);

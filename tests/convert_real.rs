@@ -27,11 +27,7 @@ fn real_file(root: &Path, rel: &str, work: &Path) -> PathBuf {
 
 #[test]
 fn mosaics_and_enhanced_mr_match_dcm2niix_reference() {
-    let Some(shared) = shared_dir() else {
-        println!("shared/ corpus not found (set LDAE_SHARED): skipping real DICOM");
-        return;
-    };
-    let root = shared.join("testdata/real_dicom");
+    let Some(root) = shared_data("testdata/real_dicom") else { return };
     let work = tempfile::tempdir().expect("tempdir");
     // (file, reference, what, compare voxels too)
     // nibabel/0.dcm tiles 48 images 7x7 into 256 columns (256/7 is not whole): geometry agrees with dcm2niix (the

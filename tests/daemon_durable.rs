@@ -5,6 +5,7 @@
 //! - the low-disk watermark pauses intake when any configured folder (here outputs) runs short, not only state;
 //! - operator commands never migrate the database, and refuse a schema older or newer than they know.
 
+mod common;
 mod daemon_util;
 
 use std::path::Path;
@@ -65,8 +66,7 @@ fn a_late_instance_is_converted_in_every_after_commit_mode() {
         let late = wait_for(40.0, || {
             let st = env.status()?;
             let s = series_of(&st, &uid)?;
-            (s["instances"] == 16 && s["state"] == "skipped" && s["volumes"] == 1 && idle(&st))
-                .then_some((st, s))
+            (s["instances"] == 16 && s["state"] == "skipped" && s["volumes"] == 1 && idle(&st)).then_some((st, s))
         });
         let Some((st, s)) = late else {
             panic!("{mode}: late instances not converted: {:?}\n{}", env.status(), env.logs())
@@ -105,7 +105,7 @@ fn start_traced(env: &Env, trace: &Path) -> std::process::Child {
 #[test]
 fn archive_moves_wait_for_a_synced_wal_and_fsync_their_folders() {
     if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
-        missing("strace not installed: durability trace test skipped");
+        common::require("strace not installed: durability trace test skipped");
         return;
     }
     let env = Env::new(1.0, 0.3, "");
@@ -117,8 +117,7 @@ fn archive_moves_wait_for_a_synced_wal_and_fsync_their_folders() {
     let done = wait_for(90.0, || {
         let st = env.status()?;
         let s = series_of(&st, &uid)?;
-        (s["state"] == "skipped" && idle(&st) && files_under(&env.path("archive")).len() == 8)
-            .then_some(())
+        (s["state"] == "skipped" && idle(&st) && files_under(&env.path("archive")).len() == 8).then_some(())
     });
     // Stop the traced daemon (strace's child) with SIGTERM; strace exits with it.
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).unwrap_or_default();
@@ -173,14 +172,14 @@ fn low_disk_on_the_outputs_folder_pauses_intake() {
     // and the watermark lies between them.
     let shm = Path::new("/dev/shm");
     if !shm.is_dir() {
-        missing("/dev/shm missing: low-disk test skipped");
+        common::require("/dev/shm missing: low-disk test skipped");
         return;
     }
     let other = tempfile::tempdir_in(shm).expect("tempdir in /dev/shm");
     let env_probe = tempfile::tempdir().expect("tempdir");
     let (a, b) = (free_mib(env_probe.path()), free_mib(other.path()));
     if a.abs_diff(b) < 2000 {
-        missing(&format!("/tmp ({a} MiB free) and /dev/shm ({b} MiB free) too alike: low-disk test skipped"));
+        common::require(&format!("/tmp ({a} MiB free) and /dev/shm ({b} MiB free) too alike: low-disk test skipped"));
         return;
     }
     let mark = (a + b) / 2;

@@ -1,7 +1,8 @@
 //! plugins/orthanc-export.lua with a real Orthanc: instances stored into Orthanc over its REST API are exported
 //! into ldae's drop folder when the series becomes stable, and the daemon takes them in and converts the series.
-//! Skipped (one line) when Orthanc is not installed (Debian package `orthanc`).
+//! Needs Orthanc (Debian package `orthanc`); tests/common `tool` fails the test under LDAE_REQUIRE_ALL=1.
 
+mod common;
 mod daemon_util;
 
 use std::io::{Read, Write};
@@ -47,8 +48,7 @@ fn hostile_uids(src: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn orthanc_lua_script_exports_stable_series_into_the_drop_folder() {
-    if Command::new("Orthanc").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-        missing("Orthanc not installed: Orthanc export test skipped");
+    if !common::tool("Orthanc", &["--version"]) {
         return;
     }
     let env = Env::new(1.0, 0.3, "");

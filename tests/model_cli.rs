@@ -12,17 +12,10 @@ use ldae::nifti::{read_nifti, write_nifti};
 use ldae::volume::{Affine, Volume};
 use ndarray::Array3;
 
+mod common;
+
 fn fixture(name: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let d = root.join("ldae/fixtures").join(name);
-    if d.join("config.json").is_file() {
-        Some(d)
-    } else {
-        println!("skipped: {} not found (set LDAE_SHARED)", d.display());
-        None
-    }
+    common::shared_data(&format!("ldae/fixtures/{name}"))
 }
 
 fn ldae(args: &[&str]) -> (bool, String) {

@@ -1,8 +1,7 @@
 //! Parity of the LDAE port against the reference implementation's outputs in shared/ldae/fixtures/{tiny-a,tiny-b}
 //! (every tensor of each fixture's README that the port computes). Both configurations run through the same
 //! code; single forwards must agree within 1e-4 and DDIM trajectories within 1e-3 of each tensor's max |value|.
-//! The fixtures are found at `$LDAE_SHARED/ldae/fixtures` or `../shared/ldae/fixtures`; when absent, each test says
-//! so and returns.
+//! The fixtures are committed in tests/data/shared/ldae/fixtures (found by tests/common's `shared_data`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +14,8 @@ use ldae::model::ddim::{DdimTables, Schedule};
 use ldae::model::interp::{lerp, manipulate_y, normalize_y, slerp, theta};
 use ldae::model::unet::{timestep_embedding, ShiftUnet};
 
+mod common;
+
 const FIXTURES: [&str; 2] = ["tiny-a", "tiny-b"];
 
 /// `LDAE_TEST_DEVICE=cuda` runs the same checks on the GPU (a binary built with the `cuda` feature).
@@ -26,16 +27,7 @@ fn dev() -> Device {
 }
 
 fn fixtures_root() -> Option<PathBuf> {
-    let root = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let f = root.join("ldae/fixtures");
-    if f.join("tiny-a/config.json").is_file() {
-        Some(f)
-    } else {
-        println!("skipped: LDAE fixtures not found under {} (set LDAE_SHARED)", root.display());
-        None
-    }
+    common::shared_data("ldae/fixtures")
 }
 
 struct Fixture {

@@ -16,12 +16,7 @@ use ldae::model::weights::{open_weights, read_tensors, WeightsFile};
 mod pth_support;
 use pth_support::{state_dict_pickle, write_encoder_pth, write_pth, Entry, REBUILD};
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("ldae/fixtures").is_dir().then_some(p)
-}
+mod common;
 
 fn small_pth(dir: &Path, rebuild: &str) -> PathBuf {
     let storages = BTreeMap::from([("0", (0..6).map(|i| i as f32).collect::<Vec<_>>()), ("1", vec![7.0, 8.0])]);
@@ -58,13 +53,11 @@ fn python_pickle_built_pth_loads() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/model/make_pth.py");
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("py.pth");
-    let status = match std::process::Command::new("python3").arg(&script).arg(&out).status() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("python3 not runnable ({e}); skipping the Python-built .pth test");
-            return;
-        }
-    };
+    // make_pth.py uses only the standard library (pickle, zipfile, struct).
+    if !common::python_modules(&["pickle", "zipfile", "struct"]) {
+        return;
+    }
+    let status = std::process::Command::new("python3").arg(&script).arg(&out).status().expect("run python3");
     assert!(status.success(), "make_pth.py failed");
     let t = read_tensors(&out).expect("read python-made pth");
     assert_eq!(values(&t["w"]), vec![0., 1., 2., 3., 4., 5.]);
@@ -116,11 +109,7 @@ fn truncated_and_random_files_are_refused_naming_the_file() {
 /// through `open_weights` and gives the fixture's y_sem; a dropped and an added key are one error listing both.
 #[test]
 fn published_encoder_layout_loads_and_keys_are_checked() {
-    let Some(shared) = shared() else {
-        eprintln!("shared/ldae/fixtures not found (set LDAE_SHARED); skipping encoder.pth test");
-        return;
-    };
-    let fx = shared.join("ldae/fixtures/tiny-a");
+    let Some(fx) = common::shared_data("ldae/fixtures/tiny-a") else { return };
     let dev = Device::Cpu;
     let st = candle_core::safetensors::load(fx.join("encoder.safetensors"), &dev).expect("fixture");
     let tmp = tempfile::tempdir().expect("tmp");

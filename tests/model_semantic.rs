@@ -1,19 +1,12 @@
 //! Semantic encoder parity against the reference implementation's fixtures (shared/ldae/fixtures/tiny-a and
 //! tiny-b): every stored intermediate and y_sem of both inputs, max abs error ≤ 1e-4 of the tensor's max |value|.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use ldae::model::config::ModelConfig;
 use ldae::model::semantic::SemanticEncoder;
 use ldae::model::weights::{open_weights, WeightsFile};
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("ldae/fixtures").is_dir().then_some(p)
-}
+mod common;
 
 fn rel_err(ours: &Tensor, want: &Tensor) -> f32 {
     assert_eq!(ours.dims(), want.dims(), "shape");
@@ -23,11 +16,7 @@ fn rel_err(ours: &Tensor, want: &Tensor) -> f32 {
 }
 
 fn check_fixture(name: &str) {
-    let Some(shared) = shared() else {
-        eprintln!("shared/ldae/fixtures not found (set LDAE_SHARED); skipping {name} semantic parity");
-        return;
-    };
-    let dir = shared.join("ldae/fixtures").join(name);
+    let Some(dir) = common::shared_data(&format!("ldae/fixtures/{name}")) else { return };
     let cfg = ModelConfig::load(&dir.join("config.json")).expect("config");
     let dev = Device::Cpu;
     let vb = open_weights(&dir, WeightsFile::Encoder, &dev).expect("encoder weights");
@@ -64,11 +53,7 @@ fn semantic_parity_tiny_b() {
 /// Batched input gives each sample's own y_sem (slices are batch-major).
 #[test]
 fn batch_of_two_equals_two_singles() {
-    let Some(shared) = shared() else {
-        eprintln!("shared/ldae/fixtures not found (set LDAE_SHARED); skipping batch test");
-        return;
-    };
-    let dir = shared.join("ldae/fixtures/tiny-a");
+    let Some(dir) = common::shared_data("ldae/fixtures/tiny-a") else { return };
     let cfg = ModelConfig::load(&dir.join("config.json")).expect("config");
     let dev = Device::Cpu;
     let enc = SemanticEncoder::new(open_weights(&dir, WeightsFile::Encoder, &dev).expect("w"), &cfg).expect("enc");

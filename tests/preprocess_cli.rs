@@ -16,9 +16,15 @@ fn native() -> PathBuf {
     root().join("tests/data/preprocess/KmeansTest_T1UCharRaw.nii.gz")
 }
 
-/// Run `ldae` in the repository root (where config/ldae.toml and weights/ are); returns (ok, stderr).
+/// Run `ldae` from a folder outside the checkout, without --config: it must find the checkout's
+/// config/ldae.toml and, through it, the shipped template. Returns (ok, stderr).
 fn ldae(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ldae")).args(args).current_dir(root()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ldae"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env_remove("LDAE_CONFIG")
+        .output()
+        .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -1,7 +1,7 @@
 //! Conventions against a real peer: elastix (Debian `elastix`) registers the same moved template that ldae
 //! registers; its `TransformParameters.0.txt`, read by `Transform::from_elastix` (LPS, fixed → moving, centre of
 //! rotation), must agree with the known truth — which checks our NIfTI geometry as ITK reads it, the LPS/RAS
-//! conversion and the transform direction at once. Skipped with one line when elastix is not installed.
+//! conversion and the transform direction at once. Needs elastix (tests/common `tool`: fails under LDAE_REQUIRE_ALL=1).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,6 +12,8 @@ use ldae::preprocess::resample::{resample, Grid, Interp};
 use ldae::preprocess::template::Template;
 use ldae::preprocess::transform::Transform;
 use ldae::volume::Affine;
+
+mod common;
 
 const PARAMS: &str = r#"(FixedInternalImagePixelType "float")
 (MovingInternalImagePixelType "float")
@@ -43,8 +45,7 @@ const PARAMS: &str = r#"(FixedInternalImagePixelType "float")
 
 #[test]
 fn elastix_reads_our_geometry_and_we_read_its_transform() {
-    if !Command::new("elastix").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        println!("elastix not installed (apt-get install elastix): skipping the elastix conventions test");
+    if !common::tool("elastix", &["--version"]) {
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -91,5 +92,6 @@ fn elastix_reads_our_geometry_and_we_read_its_transform() {
     }
     let mean = sum / n as f64;
     println!("elastix on ldae-written NIfTI, read back by ldae: mean error {mean:.3} mm");
-    assert!(mean < 1.0, "elastix's transform read by ldae is {mean} mm off the truth");
+    // Measured: 0.057 mm (elastix's sampler draws from its fixed default seed).
+    assert!(mean < 0.2, "elastix's transform read by ldae is {mean} mm off the truth");
 }

@@ -13,12 +13,7 @@ use ldae::preprocess::template::Template;
 use ldae::preprocess::transform::Transform;
 use ldae::volume::Affine;
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("testdata/longitudinal/manifest.json").is_file().then_some(p)
-}
+mod common;
 
 fn truth(path: &std::path::Path) -> Transform {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -34,11 +29,7 @@ fn truth(path: &std::path::Path) -> Transform {
 
 #[test]
 fn longitudinal_dicom_series_register_to_their_true_pose() {
-    let Some(shared) = shared() else {
-        println!("shared/ not found (set LDAE_SHARED): skipping the longitudinal registration test");
-        return;
-    };
-    let root = shared.join("testdata/longitudinal");
+    let Some(root) = common::shared_data("testdata/longitudinal") else { return };
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/templates");
     let t = Template::load(
         &dir.join("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
@@ -66,6 +57,8 @@ fn longitudinal_dicom_series_register_to_their_true_pose() {
         }
         let mean = sum / n as f64;
         println!("longitudinal {sub} {ses}: mean error {mean:.3} mm, max {max:.3} mm");
-        assert!(mean <= 1.0, "{sub} {ses}: mean displacement error {mean} mm");
+        // Measured: mean 0.517 / 0.454 mm, max 1.093 / 1.007 mm. The truth is rigid and the anatomy carries a
+        // non-rigid warp, so the best affine cannot reach zero; mean ≤ 1 mm (2×), max ≤ 3 mm (3×).
+        assert!(mean <= 1.0 && max <= 3.0, "{sub} {ses}: displacement error mean {mean} mm, max {max} mm");
     }
 }

@@ -9,12 +9,7 @@ use ldae::nifti::read_nifti;
 use ldae::preprocess::model_input::{model_input, pad_or_crop_minimum, resample_to_spacing, scale_min_max};
 use ndarray::Array3;
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("ldae/fixtures/preprocess").is_dir().then_some(p)
-}
+mod common;
 
 fn tensor(st: &safetensors::SafeTensors, name: &str) -> (Vec<usize>, Vec<f64>) {
     let t = st.tensor(name).unwrap();
@@ -36,11 +31,7 @@ fn max_diff(a: &Array3<f32>, shape: &[usize], b: &[f64]) -> f64 {
 
 #[test]
 fn matches_the_reference_fixture() {
-    let Some(shared) = shared() else {
-        println!("shared/ not found (set LDAE_SHARED): skipping the reference model-input parity test");
-        return;
-    };
-    let dir = shared.join("ldae/fixtures/preprocess");
+    let Some(dir) = common::shared_data("ldae/fixtures/preprocess") else { return };
     let input = read_nifti(&dir.join("input.nii.gz")).unwrap();
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

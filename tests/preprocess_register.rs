@@ -1,6 +1,7 @@
 //! Registration accuracy with ground truth: real volumes (the MNI ICBM152 template, Colin27 with skull) moved by
-//! known rigid and affine transforms onto oblique, anisotropic grids must be registered back with a mean
-//! displacement error ≤ 1 mm over the brain. Also: the real native ITK T1 with skull (2x2x3 mm) registered to the
+//! known rigid and affine transforms onto oblique, anisotropic grids must be registered back: the mean and max
+//! displacement error over the brain are bounded at about 3× what was measured (2-core dev box, the measured
+//! value is next to each bound). Also: the real native ITK T1 with skull (2x2x3 mm) registered to the
 //! template (its brain overlap is printed), and the inverse mapping round trip.
 
 use std::path::PathBuf;
@@ -14,12 +15,7 @@ use ldae::preprocess::template::Template;
 use ldae::preprocess::transform::Transform;
 use ldae::volume::{Affine, Volume};
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("testdata/volumes").is_dir().then_some(p)
-}
+mod common;
 
 /// The shipped default template (weights/templates).
 fn template() -> Template {
@@ -105,7 +101,8 @@ fn recovers_rigid_transforms_of_the_template() {
         let truth = truth(angles, [1.0; 3], 0.0, shift, C);
         let (mean, max) = recover(&t.t1, Some(&t.mask), &t.mask, &truth);
         println!("template rigid {angles:?} {shift:?}: mean error {mean:.3} mm, max {max:.3} mm");
-        assert!(mean <= 1.0, "mean displacement error {mean} mm");
+        // Measured: mean 0.018 / 0.015 mm, max 0.038 / 0.036 mm.
+        assert!(mean <= 0.06 && max <= 0.12, "displacement error mean {mean} mm, max {max} mm");
     }
 }
 
@@ -115,16 +112,14 @@ fn recovers_affine_transforms_of_the_template() {
     let truth = truth([-9.0, 12.0, 5.0], [1.1, 0.92, 1.05], 0.06, [-18.0, 12.0, 25.0], C);
     let (mean, max) = recover(&t.t1, Some(&t.mask), &t.mask, &truth);
     println!("template affine: mean error {mean:.3} mm, max {max:.3} mm");
-    assert!(mean <= 1.0, "mean displacement error {mean} mm");
+    // Measured: mean 0.022 mm, max 0.043 mm.
+    assert!(mean <= 0.07 && max <= 0.15, "displacement error mean {mean} mm, max {max} mm");
 }
 
 #[test]
 fn recovers_an_affine_transform_of_colin27_with_skull() {
-    let Some(shared) = shared() else {
-        println!("shared/ not found (set LDAE_SHARED): skipping the Colin27 registration test");
-        return;
-    };
-    let colin = read_nifti(&shared.join("testdata/volumes/mricron/ch2.nii.gz")).unwrap();
+    let Some(ch2) = common::shared_data("testdata/volumes/mricron/ch2.nii.gz") else { return };
+    let colin = read_nifti(&ch2).unwrap();
     let t = template();
     // Colin27 is in MNI space: the MNI brain mask, on Colin's grid, marks the brain for the error.
     let brain = resample(&t.mask, &Grid::of(&colin), &Affine::identity(), Interp::Nearest, 0.0).unwrap();
@@ -132,7 +127,8 @@ fn recovers_an_affine_transform_of_colin27_with_skull() {
     // The whole head (skull, scalp) is compared: no fixed mask.
     let (mean, max) = recover(&colin, None, &brain, &truth);
     println!("Colin27 with skull, affine: mean error {mean:.3} mm, max {max:.3} mm");
-    assert!(mean <= 1.0, "mean displacement error {mean} mm");
+    // Measured: mean 0.069 mm, max 0.158 mm.
+    assert!(mean <= 0.2 && max <= 0.5, "displacement error mean {mean} mm, max {max} mm");
 }
 
 #[test]
@@ -149,7 +145,8 @@ fn inverse_mapping_round_trips() {
     back_bin.data.mapv_inplace(|v| (v > 0.5) as u8 as f32);
     let d = dice(&back_bin, &t.mask).unwrap();
     println!("unwarp → rewarp brain mask Dice {d:.4}");
-    assert!(d > 0.97, "round-trip Dice {d}");
+    // Measured: Dice 0.9979.
+    assert!(d > 0.993, "round-trip Dice {d}");
     // Points map back exactly.
     let p = [12.5, -40.0, 30.0];
     let q = inv.apply(truth.apply(p));
@@ -187,11 +184,12 @@ fn native_itk_t1_with_skull_registers_to_the_template() {
     let d = dice(&back, &t.mask).unwrap();
     println!("native ITK T1 → template: brain coverage {coverage:.4}, Dice(intensity-refined mapped mask, template mask) {d:.4}, MI {:.3}", p.mi);
     assert!(coverage > 0.99, "only {coverage} of the template brain maps inside the head");
-    assert!(d > 0.85, "Dice {d}");
+    // Measured: coverage 1.0000, Dice 0.983.
+    assert!(d > 0.95, "Dice {d}");
 }
 
 /// Ground truth on the real native head: moving it by a known affine must change the registration result by
-/// exactly that affine (mean ≤ 1 mm over the brain).
+/// exactly that affine (mean ≤ 1 mm, max ≤ 2.3 mm over the brain).
 #[test]
 fn native_itk_t1_moved_by_a_known_affine_is_recovered() {
     let t = template();
@@ -217,5 +215,6 @@ fn native_itk_t1_moved_by_a_known_affine_is_recovered() {
     let expected = base.transform.then(&s);
     let (mean, max) = displacement(&reg.transform, &expected, &t.mask);
     println!("native ITK T1 moved by a known affine: mean error {mean:.3} mm, max {max:.3} mm");
-    assert!(mean <= 1.0, "mean displacement error {mean} mm");
+    // Measured: mean 0.340 mm, max 0.764 mm (two registrations, each with its own error).
+    assert!(mean <= 1.0 && max <= 2.3, "displacement error mean {mean} mm, max {max} mm");
 }

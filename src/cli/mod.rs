@@ -21,9 +21,10 @@ pub mod weights;
 #[derive(Debug, Parser)]
 #[command(name = "ldae", version, about, long_about, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, global = true, env = "LDAE_CONFIG", default_value = "config/ldae.toml")]
-    pub config: PathBuf,
+    /// Configuration file (TOML); relative paths in it are relative to its folder. Default: the first of
+    /// ./config/ldae.toml, <binary's folder>/ldae.toml, /etc/ldae/ldae.toml, the built checkout's config/ldae.toml.
+    #[arg(long, global = true, env = "LDAE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax), e.g. `info`, `ldae=debug`.
     #[arg(long, global = true, env = "LDAE_LOG", default_value = "info")]
     pub log: String,
@@ -107,7 +108,7 @@ pub fn format_error(e: &anyhow::Error) -> String {
 
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = cli.config.clone();
+    let config = cli.config.clone().unwrap_or_else(crate::config::default_config_path);
     match cli.command {
         Command::Convert(a) => convert::run(a, &config),
         Command::Encode(a) => model::encode(a),

@@ -256,8 +256,20 @@ pub fn config(c: ConfigCommand, default: &Path) -> anyhow::Result<ExitCode> {
     match c {
         ConfigCommand::Check { file } => {
             let path = file.as_deref().unwrap_or(default);
-            crate::config::Config::load(path)?;
+            let cfg = crate::config::Config::load(path)?;
             println!("{}: ok", path.display());
+            // The resolved paths (relative ones are relative to the file's folder).
+            let p = &cfg.paths;
+            for d in &p.incoming {
+                println!("  paths.incoming = {}", d.display());
+            }
+            println!("  paths.state = {}", p.state.display());
+            println!("  paths.quarantine = {}", p.quarantine.display());
+            println!("  paths.archive = {}", p.archive.display());
+            println!("  paths.outputs = {}", p.outputs.display());
+            println!("  preprocess.template = {}", cfg.preprocess.template.display());
+            println!("  preprocess.template_mask = {}", cfg.preprocess.template_mask.display());
+            println!("  model.dir = {}", cfg.model.dir.display());
             Ok(ExitCode::SUCCESS)
         }
     }

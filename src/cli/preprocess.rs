@@ -72,8 +72,8 @@ pub struct UnwarpArgs {
 /// The `[preprocess]` section: from the config file, or the defaults when the default file is absent.
 fn preprocess_config(config: &Path) -> anyhow::Result<PreprocessConfig> {
     if !config.exists() && config == Path::new("config/ldae.toml") {
-        tracing::debug!("no config/ldae.toml here: using the default [preprocess] settings");
-        return Ok(PreprocessConfig::default());
+        tracing::debug!("no configuration found: using the default [preprocess] settings");
+        return Ok(Config::defaults_here().preprocess);
     }
     Ok(Config::load(config)?.preprocess)
 }

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod geometry;
 pub mod guard;
 pub mod jpeg12;
+pub mod jpegls;
 pub mod pixels;
 pub mod read;
 pub mod reject;

@@ -1,8 +1,9 @@
 //! Pixel decoding: one file's frames (or mosaic tiles) → `f32` slices with Rescale Slope/Intercept applied.
 //!
 //! Native (uncompressed) pixel data is read straight from the parsed element; encapsulated data goes through
-//! dicom-pixeldata's codecs (RLE, JPEG baseline/lossless, JPEG-LS via CharLS, JPEG 2000 via OpenJPEG) and, for
-//! 12-bit JPEG extended (which those codecs cannot read), through [`super::jpeg12`]. Stored values are masked to
+//! dicom-pixeldata's codecs (RLE, JPEG baseline/lossless, JPEG 2000 via OpenJPEG), except 12-bit JPEG extended
+//! (which those codecs cannot read) and JPEG-LS (so that no C++ library is needed), which ldae decodes itself:
+//! [`super::jpeg12`], [`super::jpegls`]. Stored values are masked to
 //! BitsStored and sign-extended when PixelRepresentation is 1. Each returned slice is row-major (column index
 //! fastest), which is the `(i, j)` order of a [`crate::volume::Volume`] slice.
 
@@ -22,6 +23,13 @@ use crate::limits::Limits;
 
 /// JPEG Extended (Process 2 & 4): 8- or 12-bit lossy JPEG.
 pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// Transfer syntaxes whose pixel data ldae decodes itself (whatever the codec registry says).
+pub fn own_decoder(ts_uid: &str) -> bool {
+    ts_uid == JPEG_EXTENDED
+        || ts_uid == super::jpegls::JPEG_LS_LOSSLESS
+        || ts_uid == super::jpegls::JPEG_LS_NEAR_LOSSLESS
+}
 
 /// What to cut out of a file: a frame, optionally one mosaic tile `(index, tiles per side)`, and its rescale.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,6 +192,11 @@ pub fn decode_slices_from(
             if ts_uid == JPEG_EXTENDED && fmt.bits_stored > 8 {
                 let frames = seq.fragments();
                 decoded = super::jpeg12::decode_fragments(frames, fmt.frames, (fmt.rows, fmt.cols))
+                    .map_err(|reason| DicomError::Decode { path: path.clone(), reason })?;
+                Samples::Bytes(std::borrow::Cow::Borrowed(&decoded[..]))
+            } else if own_decoder(&ts_uid) && ts_uid != JPEG_EXTENDED {
+                let bytes = fmt.bits_allocated as usize / 8;
+                decoded = super::jpegls::decode_fragments(seq.fragments(), fmt.frames, fmt.rows, fmt.cols, bytes)
                     .map_err(|reason| DicomError::Decode { path: path.clone(), reason })?;
                 Samples::Bytes(std::borrow::Cow::Borrowed(&decoded[..]))
             } else {

@@ -15,7 +15,7 @@ use dicom_object::OpenFileOptions;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::pixels::JPEG_EXTENDED;
+use super::pixels::own_decoder;
 use super::DicomError;
 use crate::limits::Limits;
 
@@ -173,7 +173,7 @@ pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, 
     }
     match TransferSyntaxRegistry.get(&ts) {
         None => return Err(DicomError::UnsupportedTransferSyntax { path: path.to_path_buf(), uid: ts }),
-        Some(t) if t.is_unsupported_pixel_encapsulation() || (!t.can_decode_all() && ts != JPEG_EXTENDED) => {
+        Some(t) if !own_decoder(&ts) && (t.is_unsupported_pixel_encapsulation() || !t.can_decode_all()) => {
             return Err(DicomError::UnsupportedTransferSyntax { path: path.to_path_buf(), uid: ts })
         }
         Some(_) => {}

@@ -1,18 +1,14 @@
-//! Helpers shared by the converter tests: the comparison rule of shared/testdata/README.md, corpus lookup,
-//! and running the real `ldae` binary and dcm2niix.
+//! Helpers shared by the tests: data and tool lookup with `require` (require.rs), the converter comparison
+//! rule of shared/testdata/README.md, and running dcm2niix.
 #![allow(dead_code, clippy::needless_range_loop)]
 
 use std::path::{Path, PathBuf};
 
 use ldae::Volume;
 
-/// The shared corpus (`$LDAE_SHARED` or `../shared` beside the crate), if present.
-pub fn shared_dir() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("testdata").is_dir().then_some(p)
-}
+mod require;
+#[allow(unused_imports)]
+pub use require::*;
 
 /// Small data shipped with the crate.
 pub fn data_dir() -> PathBuf {
@@ -163,13 +159,15 @@ pub fn truths(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Is a program on PATH?
-pub fn have(program: &str) -> bool {
-    std::process::Command::new(program).arg("-h").output().is_ok()
+/// What dcm2niix did with one folder: its exit status, the .nii files it wrote, and what it said.
+pub struct Dcm2niix {
+    pub success: bool,
+    pub outputs: Vec<PathBuf>,
+    pub messages: String,
 }
 
-/// Run dcm2niix on a folder of DICOM files (copied so that truths are not in it); returns the .nii files.
-pub fn run_dcm2niix(files: &[PathBuf], work: &Path) -> Vec<PathBuf> {
+/// Run dcm2niix on a folder of DICOM files (copied so that truths are not in it).
+pub fn run_dcm2niix(files: &[PathBuf], work: &Path) -> Dcm2niix {
     let input = work.join("in");
     let out = work.join("out");
     std::fs::create_dir_all(&input).expect("mkdir");
@@ -177,18 +175,18 @@ pub fn run_dcm2niix(files: &[PathBuf], work: &Path) -> Vec<PathBuf> {
     for (n, f) in files.iter().enumerate() {
         std::fs::copy(f, input.join(format!("f{n:05}.dcm"))).expect("copy");
     }
-    let st = std::process::Command::new("dcm2niix")
+    let o = std::process::Command::new("dcm2niix")
         .args(["-z", "n", "-b", "n", "-f", "%s_%e_%k", "-o"])
         .arg(&out)
         .arg(&input)
         .output()
         .expect("run dcm2niix");
-    let _ = st;
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&out)
+    let mut outputs: Vec<PathBuf> = std::fs::read_dir(&out)
         .expect("read out")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "nii"))
         .collect();
-    v.sort();
-    v
+    outputs.sort();
+    let messages = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    Dcm2niix { success: o.status.success(), outputs, messages }
 }

@@ -269,14 +269,6 @@ pub fn db_count(env: &Env, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Skip (loudly) or, with `LDAE_REQUIRE_ALL=1`, fail: a tool or data the test needs is missing.
-pub fn missing(what: &str) {
-    if std::env::var("LDAE_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-        panic!("{what} (LDAE_REQUIRE_ALL=1: nothing may be skipped)");
-    }
-    println!("SKIPPED: {what}");
-}
-
 /// The series UID `rewrite_uids` gives series `tag`.
 pub fn series_uid(tag: u32) -> String {
     format!("2.25.9{tag:04}2")

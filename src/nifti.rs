@@ -142,7 +142,7 @@ fn read_stream(
         return Err(truncated(0));
     }
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        InMemNiftiVolume::from_reader(src.take(plan.data_bytes), &header).and_then(|v| v.into_ndarray::<f32>())
+        InMemNiftiVolume::from_reader((&mut src).take(plan.data_bytes), &header).and_then(|v| v.into_ndarray::<f32>())
     }))
     .map_err(|_| fmt_err(path, "the nifti crate could not decode this file (it panicked)"))?;
     let data = decoded.map_err(|e| match e {
@@ -150,6 +150,11 @@ fn read_stream(
         nifti::NiftiError::Io(source) => NiftiError::Io { path: path.to_path_buf(), source },
         other => fmt_err(path, other.to_string()),
     })?;
+    if gz_len.is_some() {
+        // Read on to the gzip trailer (bounded: a bomb's tail is not inflated) so its CRC and length are checked.
+        std::io::copy(&mut src.take(1 << 16), &mut std::io::sink())
+            .map_err(|e| fmt_err(path, format!("truncated or corrupt gzip stream after the image data: {e}")))?;
+    }
     // The crate hands back the file's own (Fortran, i fastest) order; ldae's arrays are (i, j, k) standard.
     let (values, _) = data.into_raw_vec_and_offset();
     let [ni, nj, nk] = plan.shape;

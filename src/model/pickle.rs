@@ -6,8 +6,23 @@
 //! (`torch.FloatStorage`, …) that name a storage's dtype. Nothing is executed: any other global, opcode or
 //! malformed stream is an error with the byte offset. Tensors come out as [`TensorRef`]s (storage key, dtype,
 //! offset, size, stride); [`crate::model::weights`] reads the storages from the zip.
+//!
+//! Bounded: containers nest at most `limits.max_nesting_depth` deep, every length is checked against the bytes
+//! left before anything is allocated, and the objects the stream builds (memo fetches copy theirs) are at most
+//! [`OBJECTS_PER_BYTE`] per byte of pickle, so a "billion laughs" memo bomb is refused, not expanded.
+//!
+//! Why not `candle_core::pickle` (measured, candle-core 0.11.1, tests/model_pth.rs and the hostile corpus of
+//! tests/hostile_nifti_pth.rs): it runs no code either, but it refuses no global (a pickle calling `os.system`
+//! loads as "no tensors" instead of an error), lacks the protocol-4 opcodes (SHORT_BINUNICODE, MEMOIZE, FRAME,
+//! STACK_GLOBAL), drops Int/Short storages with an `eprintln!` "skipping", cannot read a non-contiguous view,
+//! allocates a BINUNICODE's claimed length before reading it (`vec![0; 4 GiB]`), recurses without a bound on
+//! nested containers (100 000 nested lists overflow the stack when dropped or printed: SIGSEGV, no error), and
+//! copies memo entries without a bound (the memo bomb grows without end). Its loader also re-opens the zip and
+//! re-reads a shared storage once per key (the encoder's two prefixes): see benches/io.rs for the timings.
 
 use std::collections::HashMap;
+
+use crate::limits::Limits;
 
 /// Why a pickle was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -91,9 +106,27 @@ enum Value {
     Mark,
 }
 
-/// Parse a state-dict pickle into (key, tensor) pairs in file order.
+/// Objects a pickle may build per byte of its own length (a state dict builds about one per 10 bytes).
+pub const OBJECTS_PER_BYTE: usize = 4;
+
+/// Parse a state-dict pickle into (key, tensor) pairs in file order, with the default [`Limits`].
 pub fn parse_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleError> {
-    let top = Machine { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()?;
+    parse_state_dict_limited(data, &Limits::default())
+}
+
+/// [`parse_state_dict`] with explicit bounds.
+pub fn parse_state_dict_limited(data: &[u8], limits: &Limits) -> Result<Vec<(String, TensorRef)>, PickleError> {
+    let budget = data.len().saturating_mul(OBJECTS_PER_BYTE).saturating_add(1024);
+    let top = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        max_depth: limits.max_nesting_depth,
+        budget,
+        allowed: budget,
+    }
+    .run()?;
     let Value::Dict(items) = top else {
         return Err(PickleError {
             offset: data.len(),
@@ -141,6 +174,28 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Deepest container nesting allowed.
+    max_depth: u32,
+    /// Objects still allowed to be built (each push, each object a memo copy duplicates).
+    budget: usize,
+    /// The budget at the start (for the error).
+    allowed: usize,
+}
+
+/// (objects, nesting depth) of a value. Recursion is bounded: no stored value nests deeper than `max_depth`.
+fn measure(v: &Value) -> (usize, u32) {
+    let kids: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Tuple(items) | Value::List(items) => Box::new(items.iter()),
+        Value::Dict(items) => Box::new(items.iter().flat_map(|(k, v)| [k, v])),
+        _ => return (1, 0),
+    };
+    let (mut n, mut d) = (1usize, 0u32);
+    for k in kids {
+        let (kn, kd) = measure(k);
+        n = n.saturating_add(kn);
+        d = d.max(kd + 1);
+    }
+    (n, d)
 }
 
 /// Stack entries beyond this are refused (a state dict needs a handful).
@@ -209,7 +264,35 @@ impl Machine<'_> {
         if self.stack.len() >= MAX_STACK {
             return self.err("stack too deep");
         }
+        self.spend(1)?;
         self.stack.push(v);
+        Ok(())
+    }
+
+    /// Account for `n` new objects.
+    fn spend(&mut self, n: usize) -> Result<(), PickleError> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => self.err(format!(
+                "the pickle builds more than {} objects, larger than its {} bytes allow (a memo bomb?)",
+                self.allowed,
+                self.data.len()
+            )),
+        }
+    }
+
+    /// A container holding `items` must not nest deeper than the limit.
+    fn check_depth<'v>(&self, items: impl IntoIterator<Item = &'v Value>) -> Result<(), PickleError> {
+        for v in items {
+            let (_, d) = measure(v);
+            if d + 1 > self.max_depth {
+                return self
+                    .err(format!("containers nest deeper than {} levels (limits.max_nesting_depth)", self.max_depth));
+            }
+        }
         Ok(())
     }
 
@@ -219,16 +302,20 @@ impl Machine<'_> {
     }
 
     fn memo_put(&mut self, idx: u32) -> Result<(), PickleError> {
-        let Some(v) = self.stack.last().cloned() else { return self.err("memo put on an empty stack") };
+        let Some(top) = self.stack.last() else { return self.err("memo put on an empty stack") };
+        let (n, _) = measure(top);
+        self.spend(n)?;
+        let v = self.stack.last().cloned().unwrap_or(Value::None);
         self.memo.insert(idx, v);
         Ok(())
     }
 
     fn memo_get(&mut self, idx: u32) -> Result<(), PickleError> {
-        match self.memo.get(&idx).cloned() {
-            Some(v) => self.push(v),
-            None => self.err(format!("memo entry {idx} was never stored")),
-        }
+        let Some(v) = self.memo.get(&idx) else { return self.err(format!("memo entry {idx} was never stored")) };
+        let (n, _) = measure(v);
+        self.spend(n.saturating_sub(1))?;
+        let v = self.memo.get(&idx).cloned().unwrap_or(Value::None);
+        self.push(v)
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Value, PickleError> {
@@ -268,6 +355,7 @@ impl Machine<'_> {
                 b')' => self.push(Value::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.check_depth(&items)?;
                     self.push(Value::Tuple(items))?
                 }
                 0x85..=0x87 => {
@@ -279,6 +367,7 @@ impl Machine<'_> {
                     if items.contains(&Value::Mark) {
                         return self.err("unexpected mark");
                     }
+                    self.check_depth(&items)?;
                     self.push(Value::Tuple(items))?
                 }
                 b'q' => {
@@ -416,7 +505,10 @@ impl Machine<'_> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let Some(v) = self.stack.last().cloned() else { return self.err("DUP on an empty stack") };
+                    let Some(top) = self.stack.last() else { return self.err("DUP on an empty stack") };
+                    let (n, _) = measure(top);
+                    self.spend(n.saturating_sub(1))?;
+                    let v = self.stack.last().cloned().unwrap_or(Value::None);
                     self.push(v)?
                 }
                 other => {
@@ -431,6 +523,7 @@ impl Machine<'_> {
         if items.len() % 2 != 0 {
             return self.err("odd number of dict items");
         }
+        self.check_depth(&items)?;
         let pos = self.pos;
         let Value::Dict(d) = self.top_mut()? else {
             return Err(PickleError { offset: pos, reason: "SETITEM(S) on a non-dict".into() });
@@ -443,6 +536,7 @@ impl Machine<'_> {
     }
 
     fn list_extend(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+        self.check_depth(&items)?;
         let pos = self.pos;
         let Value::List(l) = self.top_mut()? else {
             return Err(PickleError { offset: pos, reason: "APPEND(S) on a non-list".into() });

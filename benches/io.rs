@@ -1,7 +1,8 @@
 //! File-format speed: read and write of the shipped 1 mm MNI template (`.nii.gz` and `.nii`), and loading of a
 //! paper-size `encoder.pth` in the published layout (every `backbone.backbone.*` also under
 //! `slice_distributed.module.backbone.*`, sharing its storage), built with the tests' writer.
-//! Prints the median of `LDAE_BENCH_REPS` (default 5) runs per case.
+//! The `.pth` is also loaded through `candle_core::pickle::read_all`, the reader ldae does not use (see
+//! src/model/pickle.rs). Prints the median of `LDAE_BENCH_REPS` (default 5) runs per case.
 //!
 //! Run: `cargo bench --bench io` (release) or `cargo bench --profile dev --bench io` (the tests' profile).
 
@@ -72,4 +73,7 @@ fn main() {
     drop(tensors);
     let ms = time(reps, || drop(load_file_checked(Path::new(&pth), WeightsFile::Encoder, &cfg).expect("load")));
     println!("pth   load  paper encoder ({} keys, {n} floats, {} MB): {ms:.1} ms", keys.len(), size >> 20);
+    // The same file through candle's own reader, for the record kept in src/model/pickle.rs.
+    let ms = time(reps, || drop(candle_core::pickle::read_all(&pth).expect("candle read_all")));
+    println!("pth   load  paper encoder via candle_core::pickle::read_all (no key check): {ms:.1} ms");
 }

@@ -14,9 +14,9 @@
 //!   the claimed data against the file size (`.nii`) or `max_inflated_bytes` (`.nii.gz`, streamed: only the
 //!   claimed bytes are ever inflated — the old reader inflated a gzip bomb whole);
 //! - **seeking to `vox_offset` ourselves**: the crate's object reader starts the data right after byte 352
-//!   when the extension flag is 0, whatever `vox_offset` says (a nibabel file with `vox_offset = 400` and no
-//!   extensions read 48 bytes early, tests/nifti_nibabel.rs), and its extension loop trusts `esize`
-//!   (`esize = 0` repeats forever, one allocation per 8 bytes); ldae ignores extensions, so it never parses them;
+//!   when the extension flag is 0, whatever `vox_offset` says (its object.rs; tests/nifti_nibabel.rs reads a
+//!   file padded to `vox_offset = 400`), and its extension loop trusts `esize` (`esize = 0` pushes one empty
+//!   extension per 8 bytes up to the end of the file); ldae ignores extensions, so it never parses them;
 //! - **the quaternion math**: the crate's qform reader and writer need its `nalgebra_affine` feature
 //!   (nalgebra + simba), its reader panics on a negative pixdim or a qfac other than ±1, and `set_affine` zeroes
 //!   the qform; [`quatern_to_affine`]/[`affine_to_quatern`] are the NIfTI-1 formulas (60 lines);

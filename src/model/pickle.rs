@@ -11,14 +11,15 @@
 //! left before anything is allocated, and the objects the stream builds (memo fetches copy theirs) are at most
 //! [`OBJECTS_PER_BYTE`] per byte of pickle, so a "billion laughs" memo bomb is refused, not expanded.
 //!
-//! Why not `candle_core::pickle` (measured, candle-core 0.11.1, tests/model_pth.rs and the hostile corpus of
-//! tests/hostile_nifti_pth.rs): it runs no code either, but it refuses no global (a pickle calling `os.system`
-//! loads as "no tensors" instead of an error), lacks the protocol-4 opcodes (SHORT_BINUNICODE, MEMOIZE, FRAME,
-//! STACK_GLOBAL), drops Int/Short storages with an `eprintln!` "skipping", cannot read a non-contiguous view,
-//! allocates a BINUNICODE's claimed length before reading it (`vec![0; 4 GiB]`), recurses without a bound on
-//! nested containers (100 000 nested lists overflow the stack when dropped or printed: SIGSEGV, no error), and
-//! copies memo entries without a bound (the memo bomb grows without end). Its loader also re-opens the zip and
-//! re-reads a shared storage once per key (the encoder's two prefixes): see benches/io.rs for the timings.
+//! Why not `candle_core::pickle` (measured with candle-core 0.11.1's `read_all` on the corpus of
+//! tests/hostile_nifti_pth.rs, one process each): it runs no code either, but it refuses no global (the
+//! `os.system` pickle loads as "0 tensors", no error), lacks the protocol-3/4 opcodes (SHORT_BINUNICODE,
+//! BINUNICODE8, BINBYTES, MEMOIZE, FRAME, STACK_GLOBAL: "unknown op-code"), skips with an `eprintln!` any
+//! tensor whose size is a LONG1 or whose storage is Int/Short/Char/Bool, bails on non-contiguous views, sizes
+//! a BINUNICODE buffer by its claimed length before reading it (`vec![0; 4 GiB]`), and copies memo entries
+//! without a bound: the 2.6 KB memo bomb grew to 7.7 GB resident in 10 s before it was killed (here: refused
+//! at byte 610, 10 MB). Its loader also re-opens the zip and re-reads a shared storage once per key (the
+//! encoder's two prefixes): benches/io.rs times both readers on the paper-size encoder.
 
 use std::collections::HashMap;
 

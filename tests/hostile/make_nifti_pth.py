@@ -119,6 +119,7 @@ def main():
 
     # --- NIfTI -------------------------------------------------------------------------------------------------
     files["nifti_huge_vox_offset.nii"] = nifti(vox_offset=3.0e9)
+    files["nifti_vox_offset_f32_max.nii"] = nifti(vox_offset=3.4e38)
     files["nifti_huge_vox_offset.nii.gz"] = gzip_bytes([nifti(vox_offset=1.0e12)])
     files["nifti_huge_dims.nii"] = nifti_header(dims=(16000, 16000, 16000)) + bytes(4096)
     files["nifti_dim_over_max.nii"] = nifti_header(dims=(30000, 2, 2)) + bytes(4096)

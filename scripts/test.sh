@@ -16,6 +16,14 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# nibabel + numpy for tests/nifti_nibabel.rs: pip for the python3 on PATH, else Debian's packages.
+if ! python3 -c "import nibabel, numpy" 2>/dev/null; then
+  python3 -m pip install --quiet nibabel numpy 2>/dev/null || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-nibabel python3-numpy >/dev/null
+  }
+fi
 
 # This script installs every tool the tests use, so by default every test must run for real: a missing tool or
 # data file fails its test instead of skipping (tests/common/require.rs). LDAE_REQUIRE_ALL=0 allows skips.

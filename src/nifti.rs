@@ -1,16 +1,36 @@
-//! NIfTI-1 single-file (`.nii`, `.nii.gz`) reading and writing, plus the JSON sidecar.
+//! NIfTI-1 single-file (`.nii`, `.nii.gz`) reading and writing through the `nifti` crate, plus the JSON sidecar.
 //!
 //! Reading takes the data in stored voxel order (no reorientation: the model was trained that way, SPEC §6),
 //! applies `scl_slope`/`scl_inter`, and takes the affine from the sform when `sform_code > 0`, else the qform,
 //! else the pixel dimensions. Writing stores float32 data with the same affine as **both** sform and qform
 //! (code 1, scanner-anatomical) — the qform is the nearest rigid+scale quaternion form of the affine.
 //! Files are written to a temporary name and renamed, so a crash never leaves half a file under the final name.
+//!
+//! The crate parses the header (both byte orders), converts every datatype to f32 with the scaling, and writes
+//! header + data. This adapter keeps, by measurement:
+//! - **the checks before anything is allocated** ([`check_header`]): dims (each, negative, product) against
+//!   [`Limits`], datatype vs bitpix (the crate sizes the data by `bitpix` but decodes by `datatype`, and a file
+//!   whose two disagree panics inside it: "Inconsistent raw data size"), `vox_offset` against the file size,
+//!   the claimed data against the file size (`.nii`) or `max_inflated_bytes` (`.nii.gz`, streamed: only the
+//!   claimed bytes are ever inflated — the old reader inflated a gzip bomb whole);
+//! - **seeking to `vox_offset` ourselves**: the crate's object reader starts the data right after byte 352
+//!   when the extension flag is 0, whatever `vox_offset` says (its object.rs; tests/nifti_nibabel.rs reads a
+//!   file padded to `vox_offset = 400`), and its extension loop trusts `esize` (`esize = 0` pushes one empty
+//!   extension per 8 bytes up to the end of the file); ldae ignores extensions, so it never parses them;
+//! - **the quaternion math**: the crate's qform reader and writer need its `nalgebra_affine` feature
+//!   (nalgebra + simba), its reader panics on a negative pixdim or a qfac other than ±1, and `set_affine` zeroes
+//!   the qform; [`quatern_to_affine`]/[`affine_to_quatern`] are the NIfTI-1 formulas (60 lines);
+//! - the temporary name + fsync + rename (the crate writes straight to the path it is given).
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array3, ShapeBuilder};
+use nifti::writer::WriterOptions;
+use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 
+use crate::limits::{LimitExceeded, Limits};
 use crate::volume::{Affine, Volume};
 
 /// What can go wrong reading or writing a NIfTI file. Every variant names the file.
@@ -22,163 +42,259 @@ pub enum NiftiError {
     Format { path: PathBuf, reason: String },
     #[error("{path}: unsupported NIfTI datatype code {code}")]
     Datatype { path: PathBuf, code: i16 },
+    #[error("{path}: {source}")]
+    Limit { path: PathBuf, source: LimitExceeded },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NiftiError + '_ {
     move |source| NiftiError::Io { path: path.to_path_buf(), source }
 }
 
-fn is_gz(path: &Path) -> bool {
-    path.to_string_lossy().to_ascii_lowercase().ends_with(".gz")
-}
-
-/// Read a 3-D NIfTI-1 volume (a 4-D file with one volume is accepted; more volumes are an error).
-pub fn read_nifti(path: &Path) -> Result<Volume, NiftiError> {
-    let raw = std::fs::read(path).map_err(io_err(path))?;
-    let bytes = if is_gz(path) || raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(io_err(path))?;
-        out
-    } else {
-        raw
-    };
-    parse_nifti(path, &bytes)
-}
-
 fn fmt_err(path: &Path, reason: impl Into<String>) -> NiftiError {
     NiftiError::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Parse NIfTI-1 bytes already in memory (`path` is used in errors only).
+fn is_gz(path: &Path) -> bool {
+    path.to_string_lossy().to_ascii_lowercase().ends_with(".gz")
+}
+
+/// Read a 3-D NIfTI-1 volume (a 4-D file with one volume is accepted; more volumes are an error), with the
+/// default [`Limits`].
+pub fn read_nifti(path: &Path) -> Result<Volume, NiftiError> {
+    read_nifti_limited(path, &Limits::default())
+}
+
+/// [`read_nifti`] with explicit bounds (the configuration's `[limits]`).
+pub fn read_nifti_limited(path: &Path, limits: &Limits) -> Result<Volume, NiftiError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let mut r = BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut r, &mut magic).map_err(io_err(path))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    if is_gz(path) || magic == [0x1f, 0x8b] {
+        let gz = flate2::read::MultiGzDecoder::new(head.chain(r));
+        read_stream(path, gz, None, Some(len), limits)
+    } else {
+        read_stream(path, head.chain(r), Some(len), None, limits)
+    }
+}
+
+/// Parse NIfTI-1 bytes already in memory (`path` is used in errors only), with the default [`Limits`].
 pub fn parse_nifti(path: &Path, b: &[u8]) -> Result<Volume, NiftiError> {
-    if b.len() < 348 {
-        return Err(fmt_err(path, format!("{} bytes, shorter than the 348-byte header", b.len())));
-    }
-    let le = match i32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
-        348 => true,
-        _ if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) == 348 => false,
-        _ => return Err(fmt_err(path, "sizeof_hdr is not 348")),
-    };
-    let i16_at =
-        |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
-    let f32_at = |o: usize| {
-        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le {
-            f32::from_le_bytes(a)
-        } else {
-            f32::from_be_bytes(a)
+    read_stream(path, b, Some(b.len() as u64), None, &Limits::default())
+}
+
+/// Fill `buf` as far as the source goes; the number of bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-    };
-    let magic = &b[344..348];
-    if magic != b"n+1\0" && magic != b"ni1\0" {
-        return Err(fmt_err(path, "magic is not n+1/ni1"));
     }
-    let ndim = i16_at(40);
-    if !(1..=7).contains(&ndim) {
-        return Err(fmt_err(path, format!("dim[0] = {ndim}")));
+    Ok(n)
+}
+
+/// What [`check_header`] found: where the data starts, how many bytes it has, the grid, and the affine.
+struct Plan {
+    offset: u64,
+    data_bytes: u64,
+    shape: [usize; 3],
+    affine: Affine,
+}
+
+/// Read from a stream positioned at byte 0 of the (inflated) file; `len` is its size when known (`.nii`).
+/// `gz_len` is the compressed size when the stream is inflated.
+fn read_stream(
+    path: &Path,
+    mut src: impl Read,
+    len: Option<u64>,
+    gz_len: Option<u64>,
+    limits: &Limits,
+) -> Result<Volume, NiftiError> {
+    let mut raw = [0u8; 348];
+    let n = read_up_to(&mut src, &mut raw).map_err(io_err(path))?;
+    if n < 348 {
+        return Err(fmt_err(path, format!("{n} bytes, shorter than the 348-byte header")));
     }
-    let mut dims = [1usize; 7];
-    for (d, slot) in dims.iter_mut().enumerate().take(ndim as usize) {
-        let v = i16_at(42 + 2 * d);
-        if v < 1 {
-            return Err(fmt_err(path, format!("dim[{}] = {v}", d + 1)));
-        }
-        *slot = v as usize;
-    }
-    if dims[3..].iter().product::<usize>() != 1 {
-        return Err(fmt_err(
-            path,
-            format!("{} volumes in the file; ldae reads one 3-D volume", dims[3..].iter().product::<usize>()),
-        ));
-    }
-    let datatype = i16_at(70);
-    let vox_offset = f32_at(108);
-    let slope = f32_at(112);
-    let inter = f32_at(116);
-    let pixdim: Vec<f64> = (0..8).map(|d| f32_at(76 + 4 * d) as f64).collect();
-    let qform_code = i16_at(252);
-    let sform_code = i16_at(254);
-    let (ni, nj, nk) = (dims[0], dims[1], dims[2]);
-    let n = ni * nj * nk;
-    let offset = if vox_offset.is_finite() && vox_offset >= 348.0 { vox_offset as usize } else { 352 };
-    type Conv = fn(&[u8], bool) -> f32;
-    let (size, conv): (usize, Conv) = match datatype {
-        2 => (1, |x, _| x[0] as f32),
-        256 => (1, |x, _| x[0] as i8 as f32),
-        4 => (2, |x, le| if le { i16::from_le_bytes([x[0], x[1]]) } else { i16::from_be_bytes([x[0], x[1]]) } as f32),
-        512 => (2, |x, le| if le { u16::from_le_bytes([x[0], x[1]]) } else { u16::from_be_bytes([x[0], x[1]]) } as f32),
-        8 => (4, |x, le| {
-            let a = [x[0], x[1], x[2], x[3]];
-            (if le { i32::from_le_bytes(a) } else { i32::from_be_bytes(a) }) as f32
-        }),
-        768 => (4, |x, le| {
-            let a = [x[0], x[1], x[2], x[3]];
-            (if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }) as f32
-        }),
-        16 => (4, |x, le| {
-            let a = [x[0], x[1], x[2], x[3]];
-            if le {
-                f32::from_le_bytes(a)
-            } else {
-                f32::from_be_bytes(a)
-            }
-        }),
-        64 => (8, |x, le| {
-            let a = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
-            (if le { f64::from_le_bytes(a) } else { f64::from_be_bytes(a) }) as f32
-        }),
-        code => return Err(NiftiError::Datatype { path: path.to_path_buf(), code }),
-    };
-    let need = offset + n * size;
-    if b.len() < need {
-        return Err(fmt_err(
+    let mut header = NiftiHeader::from_reader(&raw[..]).map_err(|e| match e {
+        nifti::NiftiError::InvalidFormat => fmt_err(path, "magic is not n+1"),
+        other => fmt_err(path, other.to_string()),
+    })?;
+    let plan = check_header(path, &mut header, len, gz_len, limits)?;
+    // Skip extensions and padding up to vox_offset (bounded: offset ≤ the file size or max_inflated_bytes).
+    let skip = plan.offset - 348;
+    let skipped = std::io::copy(&mut (&mut src).take(skip), &mut std::io::sink()).map_err(io_err(path))?;
+    let truncated = |present: u64| {
+        fmt_err(
             path,
             format!(
-                "truncated: {} data bytes expected after offset {offset}, {} present",
-                n * size,
-                b.len().saturating_sub(offset)
+                "truncated: {} data bytes expected after offset {}, {present} present",
+                plan.data_bytes, plan.offset
             ),
-        ));
+        )
+    };
+    if skipped < skip {
+        return Err(truncated(0));
     }
-    let apply_scale = slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0);
-    let (s, i0) = (slope, if inter.is_finite() { inter } else { 0.0 });
-    let values: Vec<f32> = b[offset..need]
-        .chunks_exact(size)
-        .map(|x| {
-            let v = conv(x, le);
-            if apply_scale {
-                v * s + i0
-            } else {
-                v
-            }
-        })
-        .collect();
-    // NIfTI stores i fastest: Fortran order for an (i, j, k) array.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        InMemNiftiVolume::from_reader((&mut src).take(plan.data_bytes), &header).and_then(|v| v.into_ndarray::<f32>())
+    }))
+    .map_err(|_| fmt_err(path, "the nifti crate could not decode this file (it panicked)"))?;
+    let data = decoded.map_err(|e| match e {
+        nifti::NiftiError::IncompatibleLength(got, _) => truncated(got as u64),
+        nifti::NiftiError::Io(source) => NiftiError::Io { path: path.to_path_buf(), source },
+        other => fmt_err(path, other.to_string()),
+    })?;
+    if gz_len.is_some() {
+        // Read on to the gzip trailer (bounded: a bomb's tail is not inflated) so its CRC and length are checked.
+        std::io::copy(&mut src.take(1 << 16), &mut std::io::sink())
+            .map_err(|e| fmt_err(path, format!("truncated or corrupt gzip stream after the image data: {e}")))?;
+    }
+    // The crate hands back the file's own (Fortran, i fastest) order; ldae's arrays are (i, j, k) standard.
+    let (values, _) = data.into_raw_vec_and_offset();
+    let [ni, nj, nk] = plan.shape;
     let data = Array3::from_shape_vec((ni, nj, nk).f(), values)
         .map_err(|e| fmt_err(path, e.to_string()))?
         .as_standard_layout()
         .to_owned();
-    let affine = if sform_code > 0 {
+    let mut vol = Volume::new(data, plan.affine);
+    vol.provenance.source = path.display().to_string();
+    Ok(vol)
+}
+
+/// The datatypes ldae reads, with their sizes in bytes.
+fn datatype_size(code: i16) -> Option<u64> {
+    use NiftiType as T;
+    let t = NiftiHeader { datatype: code, ..NiftiHeader::default() }.data_type().ok()?;
+    Some(match t {
+        T::Uint8 | T::Int8 => 1,
+        T::Int16 | T::Uint16 => 2,
+        T::Int32 | T::Uint32 | T::Float32 => 4,
+        T::Int64 | T::Uint64 | T::Float64 => 8,
+        _ => return None,
+    })
+}
+
+/// Every bound and consistency check, before the crate allocates anything. Also makes the scaling fields
+/// safe for the crate (a non-finite slope or intercept is ignored, as before).
+fn check_header(
+    path: &Path,
+    h: &mut NiftiHeader,
+    len: Option<u64>,
+    gz_len: Option<u64>,
+    limits: &Limits,
+) -> Result<Plan, NiftiError> {
+    let lim = |source| NiftiError::Limit { path: path.to_path_buf(), source };
+    if h.sizeof_hdr != 348 {
+        return Err(fmt_err(path, "sizeof_hdr is not 348"));
+    }
+    if &h.magic != b"n+1\0" {
+        return Err(fmt_err(path, "a header-only (.hdr/.img) NIfTI; ldae reads single-file .nii/.nii.gz"));
+    }
+    let ndim = h.dim[0] as i16;
+    if !(1..=7).contains(&ndim) {
+        return Err(fmt_err(path, format!("dim[0] = {ndim}")));
+    }
+    let mut dims = [1u64; 7];
+    for (d, slot) in dims.iter_mut().enumerate().take(ndim as usize) {
+        let v = h.dim[d + 1] as i16;
+        if v < 1 {
+            return Err(fmt_err(path, format!("dim[{}] = {v}", d + 1)));
+        }
+        *slot = v as u64;
+    }
+    let n = limits.voxels(&dims).map_err(lim)?;
+    let volumes: u64 = dims[3..].iter().product();
+    if volumes != 1 {
+        return Err(fmt_err(path, format!("{volumes} volumes in the file; ldae reads one 3-D volume")));
+    }
+    let size = datatype_size(h.datatype).ok_or(NiftiError::Datatype { path: path.to_path_buf(), code: h.datatype })?;
+    if h.bitpix as i64 != size as i64 * 8 {
+        return Err(fmt_err(
+            path,
+            format!("bitpix {} does not match datatype {} ({} bits)", h.bitpix, h.datatype, size * 8),
+        ));
+    }
+    let data_bytes = Limits::check("the image data (bytes)", n * size, limits.max_element_bytes).map_err(lim)?;
+    let v = h.vox_offset;
+    // As before: a missing or nonsensical offset (< 348, NaN) means the standard 352.
+    let offset = if v.is_finite() && v >= 348.0 { v as u64 } else { 352 };
+    match len {
+        Some(len) => {
+            if offset > len {
+                return Err(fmt_err(path, format!("vox_offset {v} lies beyond the end of the {len}-byte file")));
+            }
+            if offset + data_bytes > len {
+                return Err(fmt_err(
+                    path,
+                    format!(
+                        "truncated: {data_bytes} data bytes expected after offset {offset}, {} present",
+                        len - offset
+                    ),
+                ));
+            }
+        }
+        None => {
+            Limits::check("the inflated size (offset + data)", offset + data_bytes, limits.max_inflated_bytes)
+                .map_err(lim)?;
+            if let Some(gz_len) = gz_len {
+                // Deflate inflates at most 1032:1; a claim beyond that cannot be in the file.
+                let most = gz_len.saturating_mul(1032).saturating_add(1 << 16);
+                if offset + data_bytes > most {
+                    return Err(fmt_err(
+                        path,
+                        format!(
+                            "truncated: offset {offset} + {data_bytes} data bytes claimed, more than a {gz_len}-byte \
+                             gzip file can hold"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if !(h.scl_slope.is_finite() && h.scl_slope != 0.0) || (h.scl_slope == 1.0 && h.scl_inter == 0.0) {
+        h.scl_slope = 0.0; // the crate's "no scaling"
+    }
+    if !h.scl_inter.is_finite() {
+        h.scl_inter = 0.0;
+    }
+    let affine = header_affine(h);
+    if affine.0.iter().flatten().any(|x| !x.is_finite()) {
+        let which = if h.sform_code > 0 {
+            "sform"
+        } else if h.qform_code > 0 {
+            "qform"
+        } else {
+            "pixdim"
+        };
+        return Err(fmt_err(path, format!("the affine ({which}) has non-finite entries")));
+    }
+    Ok(Plan { offset, data_bytes, shape: [dims[0] as usize, dims[1] as usize, dims[2] as usize], affine })
+}
+
+/// The voxel → world affine: sform if coded, else qform, else the pixel sizes.
+fn header_affine(h: &NiftiHeader) -> Affine {
+    let p = |i: usize| h.pixdim[i] as f64;
+    if h.sform_code > 0 {
         let mut a = Affine::identity();
-        for r in 0..3 {
-            for c in 0..4 {
-                a.0[r][c] = f32_at(280 + 16 * r + 4 * c) as f64;
+        for (r, row) in [h.srow_x, h.srow_y, h.srow_z].iter().enumerate() {
+            for (dst, &v) in a.0[r].iter_mut().zip(row) {
+                *dst = v as f64;
             }
         }
         a
-    } else if qform_code > 0 {
-        let qb = f32_at(256) as f64;
-        let qc = f32_at(260) as f64;
-        let qd = f32_at(264) as f64;
-        let off = [f32_at(268) as f64, f32_at(272) as f64, f32_at(276) as f64];
-        let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-        quatern_to_affine(qb, qc, qd, off, [pixdim[1], pixdim[2], pixdim[3]], qfac)
+    } else if h.qform_code > 0 {
+        let off = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        let qfac = if p(0) < 0.0 { -1.0 } else { 1.0 };
+        quatern_to_affine(h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64, off, [p(1), p(2), p(3)], qfac)
     } else {
-        Affine::from_spacing_origin([pixdim[1].abs(), pixdim[2].abs(), pixdim[3].abs()], [0.0; 3])
-    };
-    let mut vol = Volume::new(data, affine);
-    vol.provenance.source = path.display().to_string();
-    Ok(vol)
+        Affine::from_spacing_origin([p(1).abs(), p(2).abs(), p(3).abs()], [0.0; 3])
+    }
 }
 
 /// The affine described by a NIfTI quaternion (qform) — the standard NIfTI-1 formula.
@@ -231,74 +347,46 @@ pub fn affine_to_quatern(a: &Affine) -> (f64, f64, f64, f64, [f64; 3]) {
     let e0 = norm(cols[0]);
     let p = dot(cols[1], e0);
     let e1 = norm([cols[1][0] - p * e0[0], cols[1][1] - p * e0[1], cols[1][2] - p * e0[2]]);
-    let cross = [e0[1] * e1[2] - e0[2] * e1[1], e0[2] * e1[0] - e0[0] * e1[2], e0[0] * e1[1] - e0[1] * e1[0]];
-    let qfac = if dot(cross, cols[2]) < 0.0 { -1.0 } else { 1.0 };
-    let e2 = [cross[0], cross[1], cross[2]];
+    let e2 = [e0[1] * e1[2] - e0[2] * e1[1], e0[2] * e1[0] - e0[0] * e1[2], e0[0] * e1[1] - e0[1] * e1[0]];
+    let qfac = if dot(e2, cols[2]) < 0.0 { -1.0 } else { 1.0 };
     // r = [e0 e1 e2] as columns.
     let r = [[e0[0], e1[0], e2[0]], [e0[1], e1[1], e2[1]], [e0[2], e1[2], e2[2]]];
     let trace = r[0][0] + r[1][1] + r[2][2] + 1.0;
-    let (mut qa, mut qb, mut qc, mut qd);
-    if trace > 0.5 {
-        qa = 0.5 * trace.sqrt();
-        qb = 0.25 * (r[2][1] - r[1][2]) / qa;
-        qc = 0.25 * (r[0][2] - r[2][0]) / qa;
-        qd = 0.25 * (r[1][0] - r[0][1]) / qa;
+    let (qb, qc, qd) = if trace > 0.5 {
+        let qa = 0.5 * trace.sqrt();
+        (0.25 * (r[2][1] - r[1][2]) / qa, 0.25 * (r[0][2] - r[2][0]) / qa, 0.25 * (r[1][0] - r[0][1]) / qa)
     } else {
         let xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
         let yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
         let zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
-        if xd > 1.0 {
-            qb = 0.5 * xd.sqrt();
-            qc = 0.25 * (r[0][1] + r[1][0]) / qb;
-            qd = 0.25 * (r[0][2] + r[2][0]) / qb;
-            qa = 0.25 * (r[2][1] - r[1][2]) / qb;
+        let (qa, qb, qc, qd) = if xd > 1.0 {
+            let qb = 0.5 * xd.sqrt();
+            (0.25 * (r[2][1] - r[1][2]) / qb, qb, 0.25 * (r[0][1] + r[1][0]) / qb, 0.25 * (r[0][2] + r[2][0]) / qb)
         } else if yd > 1.0 {
-            qc = 0.5 * yd.sqrt();
-            qb = 0.25 * (r[0][1] + r[1][0]) / qc;
-            qd = 0.25 * (r[1][2] + r[2][1]) / qc;
-            qa = 0.25 * (r[0][2] - r[2][0]) / qc;
+            let qc = 0.5 * yd.sqrt();
+            (0.25 * (r[0][2] - r[2][0]) / qc, 0.25 * (r[0][1] + r[1][0]) / qc, qc, 0.25 * (r[1][2] + r[2][1]) / qc)
         } else {
-            qd = 0.5 * zd.sqrt();
-            qb = 0.25 * (r[0][2] + r[2][0]) / qd;
-            qc = 0.25 * (r[1][2] + r[2][1]) / qd;
-            qa = 0.25 * (r[1][0] - r[0][1]) / qd;
-        }
+            let qd = 0.5 * zd.sqrt();
+            (0.25 * (r[1][0] - r[0][1]) / qd, 0.25 * (r[0][2] + r[2][0]) / qd, 0.25 * (r[1][2] + r[2][1]) / qd, qd)
+        };
         if qa < 0.0 {
-            qb = -qb;
-            qc = -qc;
-            qd = -qd;
-            qa = -qa;
+            (-qb, -qc, -qd)
+        } else {
+            (qb, qc, qd)
         }
-    }
-    let _ = qa;
+    };
     (qb, qc, qd, qfac, sizes)
 }
 
-/// Serialise a volume as float32 NIfTI-1 bytes (uncompressed `.nii` layout, vox_offset 352).
-pub fn nifti_bytes(vol: &Volume, description: &str) -> Vec<u8> {
-    let [ni, nj, nk] = vol.shape();
-    let mut h = vec![0u8; 352];
-    let put_i16 = |h: &mut Vec<u8>, o: usize, v: i16| h[o..o + 2].copy_from_slice(&v.to_le_bytes());
-    let put_f32 = |h: &mut Vec<u8>, o: usize, v: f32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
-    h[0..4].copy_from_slice(&348i32.to_le_bytes());
-    put_i16(&mut h, 40, 3);
-    put_i16(&mut h, 42, ni as i16);
-    put_i16(&mut h, 44, nj as i16);
-    put_i16(&mut h, 46, nk as i16);
-    for d in 4..8 {
-        put_i16(&mut h, 40 + 2 * d, 1);
-    }
-    put_i16(&mut h, 70, 16); // float32
-    put_i16(&mut h, 72, 32); // bitpix
+/// The header ldae writes: float32, the affine as sform and as qform (both code 1), mm + s units, the value
+/// range in cal_min/cal_max. The crate fills dim, datatype, bitpix, vox_offset, scaling and magic.
+fn header_for(vol: &Volume, description: &str) -> NiftiHeader {
     let (qb, qc, qd, qfac, sizes) = affine_to_quatern(&vol.affine);
-    put_f32(&mut h, 76, qfac as f32);
-    for (d, s) in sizes.iter().enumerate() {
-        put_f32(&mut h, 80 + 4 * d, *s as f32);
-    }
-    put_f32(&mut h, 108, 352.0);
-    put_f32(&mut h, 112, 1.0); // scl_slope
-    put_f32(&mut h, 116, 0.0); // scl_inter
-    h[123] = 10 | 8; // xyzt_units: mm + s
+    let o = vol.affine.origin();
+    let row = |r: usize| {
+        let a = &vol.affine.0[r];
+        [a[0] as f32, a[1] as f32, a[2] as f32, a[3] as f32]
+    };
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     for &v in vol.data.iter() {
         if v.is_finite() {
@@ -306,55 +394,95 @@ pub fn nifti_bytes(vol: &Volume, description: &str) -> Vec<u8> {
             hi = hi.max(v);
         }
     }
-    if lo <= hi {
-        put_f32(&mut h, 124, hi); // cal_max
-        put_f32(&mut h, 128, lo); // cal_min
+    let (cal_min, cal_max) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+    let mut descrip = vec![0u8; 80];
+    let d = description.as_bytes();
+    let n = d.len().min(79);
+    descrip[..n].copy_from_slice(&d[..n]);
+    NiftiHeader {
+        pixdim: [qfac as f32, sizes[0] as f32, sizes[1] as f32, sizes[2] as f32, 1.0, 1.0, 1.0, 1.0],
+        xyzt_units: 10 | 8, // mm + s
+        cal_max,
+        cal_min,
+        descrip,
+        qform_code: 1, // scanner anatomical
+        sform_code: 1,
+        quatern_b: qb as f32,
+        quatern_c: qc as f32,
+        quatern_d: qd as f32,
+        quatern_x: o[0] as f32,
+        quatern_y: o[1] as f32,
+        quatern_z: o[2] as f32,
+        srow_x: row(0),
+        srow_y: row(1),
+        srow_z: row(2),
+        endianness: nifti::Endianness::Little,
+        ..NiftiHeader::default()
     }
-    let desc = description.as_bytes();
-    let n = desc.len().min(79);
-    h[148..148 + n].copy_from_slice(&desc[..n]);
-    put_i16(&mut h, 252, 1); // qform_code: scanner anatomical
-    put_i16(&mut h, 254, 1); // sform_code
-    put_f32(&mut h, 256, qb as f32);
-    put_f32(&mut h, 260, qc as f32);
-    put_f32(&mut h, 264, qd as f32);
-    let o = vol.affine.origin();
-    for (d, v) in o.iter().enumerate() {
-        put_f32(&mut h, 268 + 4 * d, *v as f32);
-    }
-    for r in 0..3 {
-        for c in 0..4 {
-            put_f32(&mut h, 280 + 16 * r + 4 * c, vol.affine.0[r][c] as f32);
-        }
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
-    h.reserve(ni * nj * nk * 4);
-    // i fastest on disk.
-    for k in 0..nk {
-        for j in 0..nj {
-            for i in 0..ni {
-                h.extend_from_slice(&vol.data[[i, j, k]].to_le_bytes());
-            }
-        }
-    }
-    h
 }
 
-/// Write a volume as float32 NIfTI-1 (`.nii.gz` compressed when the name ends in `.gz`), atomically.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Write `vol` through the crate to a temporary sibling of `path`, optionally fsync it, and rename it.
+fn write_via_crate(path: &Path, vol: &Volume, description: &str, gz: bool, sync: bool) -> Result<(), NiftiError> {
+    let [ni, nj, nk] = vol.shape();
+    if [ni, nj, nk].iter().any(|&d| d == 0 || d > i16::MAX as usize) {
+        // The crate casts each dim to u16 without a check (70000 would be written as 4464).
+        return Err(fmt_err(path, format!("cannot store a {ni}x{nj}x{nk} grid (NIfTI-1 dims are 1..=32767)")));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(path))?;
+    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    // The crate rewrites the last extension of the name it is given: a dot-free stem + .nii / .nii.gz.
+    let tmp = dir.join(format!(".ldae-tmp-{}-{seq}.{}", std::process::id(), if gz { "nii.gz" } else { "nii" }));
+    let header = header_for(vol, description);
+    let result = WriterOptions::new(&tmp)
+        .reference_header(&header)
+        .compress(gz)
+        .write_nifti(&vol.data)
+        .map_err(|e| match e {
+            nifti::NiftiError::Io(source) => NiftiError::Io { path: path.to_path_buf(), source },
+            other => fmt_err(path, other.to_string()),
+        })
+        .and_then(|()| {
+            if sync {
+                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(path))?;
+            }
+            std::fs::rename(&tmp, path).map_err(io_err(path))
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write a volume as float32 NIfTI-1 (`.nii.gz` compressed when the name ends in `.gz`), atomically (fsync'd).
 pub fn write_nifti(path: &Path, vol: &Volume) -> Result<(), NiftiError> {
-    let bytes = nifti_bytes(vol, &format!("ldae {}", crate::VERSION));
-    let payload = if is_gz(path) {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).map_err(io_err(path))?;
-        enc.finish().map_err(io_err(path))?
-    } else {
-        bytes
-    };
-    write_atomic(path, &payload).map_err(io_err(path))
+    write_via_crate(path, vol, &description(), is_gz(path), true)
+}
+
+/// [`write_nifti`] without the fsync, compressed or not as asked (`ldae convert` leaves flushing to the OS).
+pub fn write_nifti_unsynced(path: &Path, vol: &Volume, gz: bool) -> Result<(), NiftiError> {
+    write_via_crate(path, vol, &description(), gz, false)
+}
+
+fn description() -> String {
+    format!("ldae {}", crate::VERSION)
+}
+
+/// A volume as the bytes of an uncompressed float32 `.nii` (written by the crate through a temporary file).
+pub fn nifti_bytes(vol: &Volume, description: &str) -> Vec<u8> {
+    let dir = std::env::temp_dir();
+    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let p = dir.join(format!(".ldae-bytes.{}.{seq}.nii", std::process::id()));
+    let bytes = write_via_crate(&p, vol, description, false, false).ok().and_then(|()| std::fs::read(&p).ok());
+    let _ = std::fs::remove_file(&p);
+    bytes.unwrap_or_default()
 }
 
 /// Write bytes to `path` through a temporary sibling and a rename (fsync'd), so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dicom::convert_paths_with;
-use crate::nifti::nifti_bytes;
+use crate::nifti::write_nifti_unsynced;
 use crate::volume::Volume;
 
 /// Arguments of `ldae convert`.
@@ -53,16 +53,7 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
 /// Write a volume through a temporary sibling and a rename (readers never see half a file). Unlike the daemon's
 /// store, a one-shot conversion leaves flushing to the OS (no fsync, for the sidecar too), as dcm2niix does.
 fn write_volume(path: &Path, vol: &Volume, uncompressed: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let bytes = nifti_bytes(vol, &format!("ldae {}", crate::VERSION));
-    let payload = if uncompressed {
-        bytes
-    } else {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes)?;
-        enc.finish()?
-    };
-    write_file(path, &payload)
+    Ok(write_nifti_unsynced(path, vol, !uncompressed)?)
 }
 
 /// Temporary sibling + rename, no fsync.

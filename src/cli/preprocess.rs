@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::config::{Config, PreprocessConfig};
+use crate::limits::Limits;
 use crate::model::config::ModelConfig;
-use crate::nifti::{read_nifti, write_nifti};
+use crate::nifti::{read_nifti, read_nifti_limited, write_nifti};
 use crate::preprocess::pipeline::{preprocess_volume, unwarp as unwarp_volume};
 use crate::preprocess::register::{register_affine, RegisterOptions};
 use crate::preprocess::resample::{resample, Grid, Interp};
@@ -69,13 +70,16 @@ pub struct UnwarpArgs {
     pub output: PathBuf,
 }
 
-/// The `[preprocess]` section: from the config file, or the defaults when the default file is absent.
-fn preprocess_config(config: &Path) -> anyhow::Result<PreprocessConfig> {
+/// The `[preprocess]` and `[limits]` sections: from the config file, or the defaults when the default file is
+/// absent.
+fn preprocess_config(config: &Path) -> anyhow::Result<(PreprocessConfig, Limits)> {
     if !config.exists() && config == Path::new("config/ldae.toml") {
         tracing::debug!("no configuration found: using the default [preprocess] settings");
-        return Ok(Config::defaults_here().preprocess);
+        let d = Config::defaults_here();
+        return Ok((d.preprocess, d.limits));
     }
-    Ok(Config::load(config)?.preprocess)
+    let c = Config::load(config)?;
+    Ok((c.preprocess, c.limits))
 }
 
 fn load_template(t1: &Path, mask: &Path) -> anyhow::Result<Template> {
@@ -83,8 +87,8 @@ fn load_template(t1: &Path, mask: &Path) -> anyhow::Result<Template> {
 }
 
 pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = preprocess_config(config)?;
-    let moving = read_nifti(&a.moving)?;
+    let (cfg, limits) = preprocess_config(config)?;
+    let moving = read_nifti_limited(&a.moving, &limits)?;
     let (fixed, mask) = match (&a.template, &a.mask) {
         (None, m) => {
             let t = load_template(&cfg.template, m.as_deref().unwrap_or(&cfg.template_mask))?;
@@ -94,7 +98,7 @@ pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
             let t = load_template(t1, m)?;
             (t.t1, Some(t.mask))
         }
-        (Some(t1), None) => (read_nifti(t1)?, None),
+        (Some(t1), None) => (read_nifti_limited(t1, &limits)?, None),
     };
     let spacing = fixed.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
     let opts = RegisterOptions::from_config(&cfg, spacing);
@@ -117,11 +121,11 @@ pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn preprocess(a: PreprocessArgs, config: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = preprocess_config(config)?;
+    let (cfg, limits) = preprocess_config(config)?;
     let model_json = a.model.join("config.json");
     let model = ModelConfig::load(&model_json)?;
     let template = load_template(&cfg.template, &cfg.template_mask)?;
-    let native = read_nifti(&a.input)?;
+    let native = read_nifti_limited(&a.input, &limits)?;
     let start = Instant::now();
     let p = preprocess_volume(&native, &template, &model, &cfg)
         .with_context(|| format!("preprocessing {}", a.input.display()))?;

@@ -79,7 +79,8 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let input_path = PathBuf::from(text(job, "model_input")?);
     let volume_path = text(job, "volume")?.to_string();
     let ph = text(job, "preprocess_hash")?.to_string();
-    let input = crate::nifti::read_nifti(&input_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    let input =
+        crate::nifti::read_nifti_limited(&input_path, &cfg.limits).map_err(|e| StageError::Retry(e.to_string()))?;
     MODEL.with(|slot| {
         let mut slot = slot.borrow_mut();
         let digest = super::digest::model_digest(&cfg.model.dir).map_err(StageError::Retry)?;

@@ -112,7 +112,8 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     let model = model_config(cfg)?;
     let ph = preprocess_hash(cfg, &model)?;
-    let native = crate::nifti::read_nifti(&volume_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    let native =
+        crate::nifti::read_nifti_limited(&volume_path, &cfg.limits).map_err(|e| StageError::Retry(e.to_string()))?;
     let template = template(cfg)?;
     let out = crate::preprocess::preprocess_volume(&native, &template, &model, &cfg.preprocess)
         .map_err(|e| StageError::Permanent(format!("{}: {e}", volume_path.display())))?;

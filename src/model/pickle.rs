@@ -6,8 +6,24 @@
 //! (`torch.FloatStorage`, …) that name a storage's dtype. Nothing is executed: any other global, opcode or
 //! malformed stream is an error with the byte offset. Tensors come out as [`TensorRef`]s (storage key, dtype,
 //! offset, size, stride); [`crate::model::weights`] reads the storages from the zip.
+//!
+//! Bounded: containers nest at most `limits.max_nesting_depth` deep, every length is checked against the bytes
+//! left before anything is allocated, and the objects the stream builds (memo fetches copy theirs) are at most
+//! [`OBJECTS_PER_BYTE`] per byte of pickle, so a "billion laughs" memo bomb is refused, not expanded.
+//!
+//! Why not `candle_core::pickle` (measured with candle-core 0.11.1's `read_all` on the corpus of
+//! tests/hostile_nifti_pth.rs, one process each): it runs no code either, but it refuses no global (the
+//! `os.system` pickle loads as "0 tensors", no error), lacks the protocol-3/4 opcodes (SHORT_BINUNICODE,
+//! BINUNICODE8, BINBYTES, MEMOIZE, FRAME, STACK_GLOBAL: "unknown op-code"), skips with an `eprintln!` any
+//! tensor whose size is a LONG1 or whose storage is Int/Short/Char/Bool, bails on non-contiguous views, sizes
+//! a BINUNICODE buffer by its claimed length before reading it (`vec![0; 4 GiB]`), and copies memo entries
+//! without a bound: the 2.6 KB memo bomb grew to 7.7 GB resident in 10 s before it was killed (here: refused
+//! at byte 610, 10 MB). Its loader also re-opens the zip and re-reads a shared storage once per key (the
+//! encoder's two prefixes): benches/io.rs times both readers on the paper-size encoder.
 
 use std::collections::HashMap;
+
+use crate::limits::Limits;
 
 /// Why a pickle was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -91,9 +107,27 @@ enum Value {
     Mark,
 }
 
-/// Parse a state-dict pickle into (key, tensor) pairs in file order.
+/// Objects a pickle may build per byte of its own length (a state dict builds about one per 10 bytes).
+pub const OBJECTS_PER_BYTE: usize = 4;
+
+/// Parse a state-dict pickle into (key, tensor) pairs in file order, with the default [`Limits`].
 pub fn parse_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleError> {
-    let top = Machine { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()?;
+    parse_state_dict_limited(data, &Limits::default())
+}
+
+/// [`parse_state_dict`] with explicit bounds.
+pub fn parse_state_dict_limited(data: &[u8], limits: &Limits) -> Result<Vec<(String, TensorRef)>, PickleError> {
+    let budget = data.len().saturating_mul(OBJECTS_PER_BYTE).saturating_add(1024);
+    let top = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        max_depth: limits.max_nesting_depth,
+        budget,
+        allowed: budget,
+    }
+    .run()?;
     let Value::Dict(items) = top else {
         return Err(PickleError {
             offset: data.len(),
@@ -141,6 +175,28 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Deepest container nesting allowed.
+    max_depth: u32,
+    /// Objects still allowed to be built (each push, each object a memo copy duplicates).
+    budget: usize,
+    /// The budget at the start (for the error).
+    allowed: usize,
+}
+
+/// (objects, nesting depth) of a value. Recursion is bounded: no stored value nests deeper than `max_depth`.
+fn measure(v: &Value) -> (usize, u32) {
+    let kids: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Tuple(items) | Value::List(items) => Box::new(items.iter()),
+        Value::Dict(items) => Box::new(items.iter().flat_map(|(k, v)| [k, v])),
+        _ => return (1, 0),
+    };
+    let (mut n, mut d) = (1usize, 0u32);
+    for k in kids {
+        let (kn, kd) = measure(k);
+        n = n.saturating_add(kn);
+        d = d.max(kd + 1);
+    }
+    (n, d)
 }
 
 /// Stack entries beyond this are refused (a state dict needs a handful).
@@ -209,7 +265,35 @@ impl Machine<'_> {
         if self.stack.len() >= MAX_STACK {
             return self.err("stack too deep");
         }
+        self.spend(1)?;
         self.stack.push(v);
+        Ok(())
+    }
+
+    /// Account for `n` new objects.
+    fn spend(&mut self, n: usize) -> Result<(), PickleError> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => self.err(format!(
+                "the pickle builds more than {} objects, larger than its {} bytes allow (a memo bomb?)",
+                self.allowed,
+                self.data.len()
+            )),
+        }
+    }
+
+    /// A container holding `items` must not nest deeper than the limit.
+    fn check_depth<'v>(&self, items: impl IntoIterator<Item = &'v Value>) -> Result<(), PickleError> {
+        for v in items {
+            let (_, d) = measure(v);
+            if d + 1 > self.max_depth {
+                return self
+                    .err(format!("containers nest deeper than {} levels (limits.max_nesting_depth)", self.max_depth));
+            }
+        }
         Ok(())
     }
 
@@ -219,16 +303,20 @@ impl Machine<'_> {
     }
 
     fn memo_put(&mut self, idx: u32) -> Result<(), PickleError> {
-        let Some(v) = self.stack.last().cloned() else { return self.err("memo put on an empty stack") };
+        let Some(top) = self.stack.last() else { return self.err("memo put on an empty stack") };
+        let (n, _) = measure(top);
+        self.spend(n)?;
+        let v = self.stack.last().cloned().unwrap_or(Value::None);
         self.memo.insert(idx, v);
         Ok(())
     }
 
     fn memo_get(&mut self, idx: u32) -> Result<(), PickleError> {
-        match self.memo.get(&idx).cloned() {
-            Some(v) => self.push(v),
-            None => self.err(format!("memo entry {idx} was never stored")),
-        }
+        let Some(v) = self.memo.get(&idx) else { return self.err(format!("memo entry {idx} was never stored")) };
+        let (n, _) = measure(v);
+        self.spend(n.saturating_sub(1))?;
+        let v = self.memo.get(&idx).cloned().unwrap_or(Value::None);
+        self.push(v)
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Value, PickleError> {
@@ -268,6 +356,7 @@ impl Machine<'_> {
                 b')' => self.push(Value::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.check_depth(&items)?;
                     self.push(Value::Tuple(items))?
                 }
                 0x85..=0x87 => {
@@ -279,6 +368,7 @@ impl Machine<'_> {
                     if items.contains(&Value::Mark) {
                         return self.err("unexpected mark");
                     }
+                    self.check_depth(&items)?;
                     self.push(Value::Tuple(items))?
                 }
                 b'q' => {
@@ -416,7 +506,10 @@ impl Machine<'_> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let Some(v) = self.stack.last().cloned() else { return self.err("DUP on an empty stack") };
+                    let Some(top) = self.stack.last() else { return self.err("DUP on an empty stack") };
+                    let (n, _) = measure(top);
+                    self.spend(n.saturating_sub(1))?;
+                    let v = self.stack.last().cloned().unwrap_or(Value::None);
                     self.push(v)?
                 }
                 other => {
@@ -431,6 +524,7 @@ impl Machine<'_> {
         if items.len() % 2 != 0 {
             return self.err("odd number of dict items");
         }
+        self.check_depth(&items)?;
         let pos = self.pos;
         let Value::Dict(d) = self.top_mut()? else {
             return Err(PickleError { offset: pos, reason: "SETITEM(S) on a non-dict".into() });
@@ -443,6 +537,7 @@ impl Machine<'_> {
     }
 
     fn list_extend(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+        self.check_depth(&items)?;
         let pos = self.pos;
         let Value::List(l) = self.top_mut()? else {
             return Err(PickleError { offset: pos, reason: "APPEND(S) on a non-list".into() });

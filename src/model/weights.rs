@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::limits::Limits;
 use crate::model::config::{ModelConfig, ModelConfigError};
 use crate::model::keyset::{expected_keys, KeySet, KeySetError, ENCODER_BACKBONE_TWIN};
-use crate::model::pickle::{parse_state_dict, PickleError, StorageDtype, TensorRef};
+use crate::model::pickle::{parse_state_dict_limited, PickleError, StorageDtype, TensorRef};
 
 pub use crate::model::keyset::WeightsFile;
 
@@ -130,8 +131,9 @@ fn read_pth(path: &Path, f: std::fs::File) -> Result<BTreeMap<String, Tensor>, W
         e.take(MAX_PICKLE).read_to_end(&mut v).map_err(|e| format_err(path, &format!("data.pkl: {e}")))?;
         v
     };
-    let entries =
-        parse_state_dict(&pickle).map_err(|source| WeightsError::Pickle { path: path.to_path_buf(), source })?;
+    let limits = Limits::default();
+    let entries = parse_state_dict_limited(&pickle, &limits)
+        .map_err(|source| WeightsError::Pickle { path: path.to_path_buf(), source })?;
     // Storage by storage, so shared storages are read once and only one is in memory at a time.
     let mut by_storage: HashMap<String, Vec<(String, TensorRef)>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -144,10 +146,21 @@ fn read_pth(path: &Path, f: std::fs::File) -> Result<BTreeMap<String, Tensor>, W
     let mut out = BTreeMap::new();
     for key in order {
         let name = format!("{prefix}data/{key}");
+        // The bytes the pickle says this storage has, bounded before reading; a zip entry that inflates to more
+        // is read no further, one that holds less is an error below.
+        let want = by_storage
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|(_, t)| (t.storage_numel as u64).saturating_mul(t.dtype.size() as u64))
+            .max()
+            .unwrap_or(0);
+        let want = Limits::check(&format!("storage {key} (bytes)"), want, limits.max_element_bytes)
+            .map_err(|e| format_err(path, &e.to_string()))?;
         let bytes = {
-            let mut e = zip.by_name(&name).map_err(|e| format_err(path, &format!("storage {name}: {e}")))?;
-            let mut v = Vec::with_capacity(e.size().min(1 << 32) as usize);
-            e.read_to_end(&mut v).map_err(|e| format_err(path, &format!("storage {name}: {e}")))?;
+            let e = zip.by_name(&name).map_err(|e| format_err(path, &format!("storage {name}: {e}")))?;
+            let mut v = Vec::with_capacity(e.size().min(want) as usize);
+            e.take(want).read_to_end(&mut v).map_err(|e| format_err(path, &format!("storage {name}: {e}")))?;
             v
         };
         for (k, t) in by_storage.remove(&key).unwrap_or_default() {
@@ -186,7 +199,12 @@ fn view_tensor(bytes: &[u8], t: &TensorRef) -> Result<Tensor, String> {
             t.storage_numel
         ));
     }
-    let numel: usize = t.size.iter().product();
+    // A zero stride can make a view larger than its storage: bound the copy before allocating it.
+    let numel = t.size.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+    let numel = match numel.and_then(|n| n.checked_mul(es)) {
+        Some(b) if (b as u64) <= Limits::default().max_element_bytes => b / es,
+        _ => return Err(format!("a view of {:?} elements is over the limit of limits.max_element_bytes", t.size)),
+    };
     let avail = bytes.len() / es;
     let mut canonical = vec![0usize; t.size.len()];
     let mut acc = 1usize;

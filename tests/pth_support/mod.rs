@@ -31,19 +31,25 @@ fn int(out: &mut Vec<u8>, v: usize) {
 }
 
 /// A torch-style protocol-2 pickle of an OrderedDict; a storage seen before is fetched from the memo
-/// (as pickle does for a shared object). `globals_override` replaces the rebuild function's global.
+/// (as pickle does for a shared object; BINGET/BINPUT below 256, LONG_BINGET/LONG_BINPUT above). `globals_override` replaces the rebuild function's global.
 pub fn state_dict_pickle(entries: &[Entry], numel: &BTreeMap<&str, usize>, rebuild: &str) -> Vec<u8> {
     let mut p = vec![0x80, 2];
     p.extend_from_slice(b"ccollections\nOrderedDict\n)R(");
-    let mut memo: BTreeMap<&str, u8> = BTreeMap::new();
-    let mut next = 0u8;
+    let mut memo: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut next = 0u32;
     for e in entries {
         unicode(&mut p, e.key);
         p.push(b'c');
         p.extend_from_slice(rebuild.as_bytes());
         p.push(b'(');
         if let Some(&m) = memo.get(e.storage) {
-            p.extend_from_slice(&[b'h', m]);
+            match u8::try_from(m) {
+                Ok(m) => p.extend_from_slice(&[b'h', m]),
+                Err(_) => {
+                    p.push(b'j');
+                    p.extend_from_slice(&m.to_le_bytes());
+                }
+            }
         } else {
             p.push(b'(');
             unicode(&mut p, "storage");
@@ -52,7 +58,13 @@ pub fn state_dict_pickle(entries: &[Entry], numel: &BTreeMap<&str, usize>, rebui
             unicode(&mut p, "cpu");
             int(&mut p, numel[e.storage]);
             p.extend_from_slice(b"tQ");
-            p.extend_from_slice(&[b'q', next]);
+            match u8::try_from(next) {
+                Ok(m) => p.extend_from_slice(&[b'q', m]),
+                Err(_) => {
+                    p.push(b'r');
+                    p.extend_from_slice(&next.to_le_bytes());
+                }
+            }
             memo.insert(e.storage, next);
             next += 1;
         }

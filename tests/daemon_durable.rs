@@ -35,7 +35,7 @@ fn current_slices(env: &Env, uid: &str) -> usize {
     let db = rusqlite::Connection::open(env.path("state/ldae.sqlite")).expect("db");
     let path: String = db
         .query_row(
-            "SELECT v.path FROM volumes v JOIN series s ON s.id = v.series_ref AND v.content_key = s.content_key \
+            "SELECT v.path FROM volumes v JOIN series s ON s.id = v.series_ref AND v.series_key = s.content_key \
              WHERE s.series_uid = ?1",
             [uid],
             |r| r.get(0),

@@ -65,7 +65,23 @@ fn hostile_files_are_quarantined_once_and_a_good_series_still_encodes() {
     });
     let Some(rows) = listed else {
         let (_, out, _) = env.ldae(&["quarantine", "list", "--json"]);
-        panic!("not every hostile file was quarantined ({} files): {out}\n{}", hostile.len(), env.logs())
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let names: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["original_path"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let missing: Vec<String> = hostile
+            .iter()
+            .filter_map(|h| h.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !names.iter().any(|p| p.ends_with(&format!("/{n}"))))
+            .collect();
+        panic!(
+            "{} of {} hostile files quarantined; not quarantined: {missing:?}\nstatus: {:?}\n{}",
+            names.len(),
+            hostile.len(),
+            env.status(),
+            env.logs()
+        )
     };
     assert_eq!(rows.len(), hostile.len(), "each hostile file exactly once: {rows:#?}");
     let mut by_reason: HashMap<String, usize> = HashMap::new();
@@ -80,6 +96,7 @@ fn hostile_files_are_quarantined_once_and_a_good_series_still_encodes() {
 
     let peak = peak_rss_kib(daemon.id()).expect("VmHWM");
     println!("daemon peak RSS: {} MiB", peak / 1024);
-    assert!(peak < 1024 * 1024, "daemon peak RSS {} MiB", peak / 1024);
+    // Measured 325 MiB with the demo model and one registration (2-core dev box).
+    assert!(peak < 512 * 1024, "daemon peak RSS {} MiB", peak / 1024);
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
 }

@@ -1,6 +1,8 @@
 //! Poison-pill defences: no single input may take the daemon down, wedge it, or put it into a crash loop.
 //!
-//! - The header parse of every new file runs on its own thread under `catch_unwind` and a time limit
+//! - The header parse of every new file (and, for compressed transfer syntaxes, the check that every frame's
+//!   codestream header agrees with the DICOM header, `pixels::check_codestreams`, so that a file with lying
+//!   frames is quarantined as a file rather than failing its series at conversion) runs on its own thread under `catch_unwind` and a time limit
 //!   (`jobs.stage_timeout_secs.parse`): a panic quarantines the file as `crashed_parser`, a hang as
 //!   `parser_timeout` (the stuck thread is abandoned — a blocking computation cannot be stopped from outside in
 //!   safe Rust — and its result, should it ever come, is dropped).
@@ -48,13 +50,18 @@ pub enum Parsed {
     TimedOut(Duration),
 }
 
-/// Parse one file's header on a fresh thread with `catch_unwind`, waiting at most `limit`.
+/// Parse one file's header (and check its codestreams) on a fresh thread with `catch_unwind`, waiting at most
+/// `limit`.
 pub fn guarded_read_header(path: &Path, limits: &Limits, limit: Duration) -> Parsed {
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
     let limits = limits.clone();
     let spawned = std::thread::Builder::new().name("ldae-parse".into()).spawn(move || {
-        let r = std::panic::catch_unwind(|| read_header_with(&p, &limits));
+        let r = std::panic::catch_unwind(|| {
+            let h: InstanceHeader = read_header_with(&p, &limits)?;
+            crate::dicom::pixels::check_codestreams(&h, &limits)?;
+            Ok(h)
+        });
         let _ = tx.send(r);
     });
     if let Err(e) = spawned {

@@ -141,6 +141,36 @@ pub fn open_full(path: &Path, limits: &Limits) -> Result<DefaultDicomObject, Dic
         .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
 }
 
+/// Check, without decoding, that every frame codestream of an encapsulated file agrees with its header (see
+/// [`codestream`]); native (uncompressed) files are already bounded by the header scan. The daemon's intake runs
+/// this after the header so that a file whose compressed frames lie is quarantined as a file, instead of failing
+/// its whole series at conversion. It parses the whole file (bounded by the pre-scan), never a codec.
+pub fn check_codestreams(h: &InstanceHeader, limits: &Limits) -> Result<(), DicomError> {
+    let encapsulated = TransferSyntaxRegistry.get(&h.transfer_syntax).is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    if !encapsulated {
+        return Ok(());
+    }
+    let obj = open_full(&h.path, limits)?;
+    let fmt = Format::from_header(h)?;
+    match obj.get(tags::PIXEL_DATA).map(|px| px.value()) {
+        None => Err(DicomError::NoPixelData { path: h.path.clone() }),
+        Some(Value::PixelSequence(seq)) => {
+            let expect = Expect {
+                rows: fmt.rows,
+                cols: fmt.cols,
+                samples: h.samples_per_pixel.unwrap_or(1) as usize,
+                bits_allocated: fmt.bits_allocated as usize,
+            };
+            codestream::check(&h.transfer_syntax, seq.fragments(), &expect)
+                .map_err(|reason| DicomError::Decode { path: h.path.clone(), reason })
+        }
+        Some(_) => Err(DicomError::Decode {
+            path: h.path.clone(),
+            reason: "encapsulated transfer syntax but Pixel Data is not a fragment sequence".into(),
+        }),
+    }
+}
+
 /// Decode the requested slices of one file; each is `rows × cols` (the tile's size for mosaic tiles).
 pub fn decode_slices(
     h: &InstanceHeader,

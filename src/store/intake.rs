@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::jobs::{enqueue, NewJob};
-use super::{audit, now, path_text, Store, StoreError};
+use super::{audit, now, path_text, write_tx, Store, StoreError};
 
 /// The header facts intake needs from one DICOM file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,7 +121,7 @@ impl Store {
     /// reported as a duplicate and nothing is written.
     pub fn record_instance(&self, f: &ArrivedFile, h: &InstanceFacts) -> Result<Recorded, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let existing: Option<(i64, String, String)> = tx
             .query_row("SELECT id, sha256, path FROM instances WHERE sop_uid = ?1", [&h.sop_uid], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -198,7 +198,7 @@ impl Store {
         jobs: &[NewJob],
     ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         let sha = if f.sha256.is_empty() { None } else { Some(f.sha256.as_str()) };
         tx.execute(
@@ -251,7 +251,7 @@ impl Store {
     /// Mark a held entry requeued (moved back to `new_path`) or purged (deleted); `state` is `requeued|purged`.
     pub fn quarantine_close(&self, id: i64, state: &str, new_path: Option<&Path>) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let n = tx.execute(
             "UPDATE quarantine SET state = ?2, updated_at = ?3, path = COALESCE(?4, path) WHERE id = ?1 AND state = 'held'",
             params![id, state, now(), new_path.map(path_text)],

@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::results::{insert_embedding, insert_registration, insert_volume, NewEmbedding, NewRegistration, NewVolume};
-use super::{audit, now, Store, StoreError};
+use super::{audit, now, write_tx, Store, StoreError};
 
 /// Job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,7 +136,7 @@ impl Store {
     /// Enqueue one job on its own (idempotent by key).
     pub fn enqueue(&self, job: &NewJob) -> Result<bool, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let inserted = enqueue(&tx, job)?;
         tx.commit()?;
         Ok(inserted)
@@ -148,7 +148,7 @@ impl Store {
     /// Returns (requeued, dead-lettered).
     pub fn requeue_running(&self, max_crashes: u32) -> Result<(usize, usize), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         tx.execute("UPDATE jobs SET crashes = crashes + 1 WHERE state = 'running'", [])?;
         let error = "the daemon died while this job ran, ' || crashes || ' times: not run again (a poison input?)";
@@ -190,7 +190,7 @@ impl Store {
             return Ok(None);
         }
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let marks = vec!["?"; kinds.len()].join(", ");
         let t = now();
         let sql = format!(
@@ -225,7 +225,7 @@ impl Store {
     /// Record a job's success with everything it produced, in one transaction.
     pub fn complete(&self, job: &Job, c: &Completion) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'done', updated_at = ?2, finished_at = ?2, last_error = NULL \
@@ -266,7 +266,7 @@ impl Store {
     /// Record a failure: retry at `retry_at`, or (None) dead-letter the job and mark its series failed.
     pub fn fail(&self, job: &Job, error: &str, retry_at: Option<f64>) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         let (state, next_at) = match retry_at {
             Some(at) => ("pending", at),
@@ -322,7 +322,7 @@ impl Store {
     /// Operator retry: a dead, cancelled or waiting job runs again now with a fresh attempt budget.
     pub fn job_retry(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'pending', attempts = 0, next_at = ?2, updated_at = ?2, finished_at = NULL \
@@ -345,7 +345,7 @@ impl Store {
     /// Operator cancel: a pending (or running: its result is then discarded) job will not run.
     pub fn job_cancel(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2 \

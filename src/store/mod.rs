@@ -41,6 +41,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
 ];
 
+/// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)
+/// before the first read. A deferred transaction that reads and then writes fails at once with `SQLITE_BUSY`
+/// when another process (the daemon, an operator command) committed in between, busy timeout or not.
+pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// The database file inside `paths.state`.
 pub const DB_FILE: &str = "ldae.sqlite";
 
@@ -211,7 +218,7 @@ fn durably<T>(
 ) -> Result<T, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     let result = (|| -> Result<T, StoreError> {
-        let tx = conn.transaction()?;
+        let tx = write_tx(conn)?;
         let v = f(&tx)?;
         tx.commit()?;
         Ok(v)

@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 
 use super::intake::ArrivedFile;
-use super::{audit, durably, now, path_text, Store, StoreError};
+use super::{audit, durably, now, path_text, write_tx, Store, StoreError};
 
 /// A file that was being parsed when the process died.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,7 @@ impl Store {
     /// On start: every file that was being parsed when the process died, with its death count incremented.
     pub fn parses_interrupted(&self) -> Result<Vec<ParseInFlight>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         tx.execute("UPDATE parsing SET crashes = crashes + 1", [])?;
         let rows = {
             let mut st =
@@ -108,7 +108,7 @@ impl Store {
     /// A file arrived at `path`: close a requeue that moved it there (returns its id, if any).
     pub fn requeue_landed(&self, path: &Path) -> Result<Option<i64>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let id: Option<i64> = tx
             .query_row(
                 "SELECT id FROM quarantine WHERE state = 'requeuing' AND requeue_to = ?1 ORDER BY id DESC LIMIT 1",
@@ -126,7 +126,7 @@ impl Store {
     /// `ldae quarantine requeue`, last step: the file is back at its destination.
     pub fn quarantine_finish_requeue(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         close_requeue(&tx, id)?;
         tx.commit()?;
         Ok(())

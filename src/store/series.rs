@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::jobs::{enqueue, NewJob};
-use super::{audit, now, Store, StoreError};
+use super::{audit, now, write_tx, Store, StoreError};
 
 /// A series that just became ready: what the pipeline needs to build its first jobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ impl Store {
         first_jobs: impl FnOnce(&ReadySeries) -> Vec<NewJob>,
     ) -> Result<Option<ReadySeries>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let row: Option<(String, String, i64)> = tx
             .query_row("SELECT series_uid, state, instance_count FROM series WHERE id = ?1", [series_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -118,7 +118,7 @@ impl Store {
     /// the series is already past receiving.
     pub fn request_commit(&self, series_uid: &str) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let state: Option<String> =
             tx.query_row("SELECT state FROM series WHERE series_uid = ?1", [series_uid], |r| r.get(0)).optional()?;
         match state.as_deref() {

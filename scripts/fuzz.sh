@@ -8,6 +8,7 @@
 #   FUZZ_SANITIZER=address|none   (default address; "none" when AddressSanitizer cannot build here)
 #   FUZZ_JOBS=N                   parallel fuzzing processes per target (default 1)
 # Works on a stable toolchain: cargo-fuzz's -Z flags are allowed through RUSTC_BOOTSTRAP=1.
+# Group what was found by cause: scripts/fuzz_triage.py TARGET fuzz/findings/TARGET/*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +37,7 @@ fi
 FUZZ=(cargo fuzz)
 FLAGS=(-s "$SAN" --debug-assertions) # debug assertions turn on overflow checks, as the release profile should
 "${FUZZ[@]}" build "${FLAGS[@]}"
+BIN=${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release
 
 # Seed corpora, built fresh from tests/data (fuzz/corpus/ is git-ignored and grows as the fuzzer finds inputs).
 SEEDS=$ROOT/fuzz/corpus/_seeds
@@ -81,8 +83,9 @@ for t in "${TARGETS[@]}"; do
   log=fuzz/logs/$t.log
   echo "== $t: ${SECS}s (log: $log)"
   start=$(date +%s)
-  # Fork mode: each crash/OOM/timeout is saved and the run goes on until max_total_time.
-  "${FUZZ[@]}" run "${FLAGS[@]}" "$t" "fuzz/corpus/$t" "$(seed_dir "$t")" -- \
+  # Fork mode: each crash/OOM/timeout is saved and the run goes on until max_total_time. The binary is run
+  # directly: `cargo fuzz run` would afterwards re-run every saved input one by one to print it.
+  "$BIN/$t" "fuzz/corpus/$t" "$(seed_dir "$t")" \
     -fork="$JOBS" -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
     -max_total_time="$SECS" "${LIMITS[@]}" -print_final_stats=1 \
     -artifact_prefix="$ROOT/fuzz/artifacts/$t/" >"$log" 2>&1 || true

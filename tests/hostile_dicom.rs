@@ -3,67 +3,19 @@
 //! process per file: each must be refused with exit code 1 and exactly one `rejected: ` line naming the file,
 //! never a panic, within 256 MiB of resident memory (the child's peak RSS from `wait4`) and 5 s.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// The bounds the issue sets for rejecting one hostile file.
-const MAX_RSS_KIB: i64 = 256 * 1024;
-const MAX_SECONDS: f64 = 5.0;
-/// An address-space cap on the child, only so that a regression cannot take the test machine down with it.
-const ADDRESS_SPACE_CAP: libc::rlim_t = 6 << 30;
+use std::process::Command;
+use std::time::Duration;
 
-struct Outcome {
-    code: Option<i32>,
-    stderr: String,
-    rss_kib: i64,
-    seconds: f64,
-}
+use common::*;
 
-/// Run `ldae convert FILE -o OUT` and reap it with `wait4`, for its own peak RSS (so `Child::wait` is not used).
-#[allow(clippy::zombie_processes)]
-fn convert_one(file: &Path, out: &Path) -> Outcome {
+/// Run `ldae convert FILE -o OUT` in its own process and measure it.
+fn convert_one(file: &Path, out: &Path) -> Measured {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ldae"));
-    cmd.args(["--config", "/nonexistent/ldae.toml", "--log", "warn", "convert"])
-        .arg(file)
-        .arg("-o")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let lim = libc::rlimit { rlim_cur: ADDRESS_SPACE_CAP, rlim_max: ADDRESS_SPACE_CAP };
-            libc::setrlimit(libc::RLIMIT_AS, &lim);
-            Ok(())
-        });
-    }
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawn ldae");
-    let pid = child.id() as libc::pid_t;
-    // A hang must not hang the test: kill the child after 4× the time bound (the bound itself is asserted).
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs_f64(MAX_SECONDS * 4.0)).is_err() {
-            // SAFETY: kill(2) on the child pid; it fires only while wait4 below has not returned for 20 s.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    });
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for this child only.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let seconds = start.elapsed().as_secs_f64();
-    let _ = done_tx.send(());
-    let _ = watchdog.join();
-    assert_eq!(r, pid, "wait4 failed for {}", file.display());
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Outcome { code, stderr, rss_kib: ru.ru_maxrss, seconds }
+    cmd.args(["--config", "/nonexistent/ldae.toml", "--log", "warn", "convert"]).arg(file).arg("-o").arg(out);
+    run_measured(cmd, Duration::from_secs_f64(MAX_SECONDS * 4.0))
 }
 
 fn make_corpus(dir: &Path) -> Option<Vec<PathBuf>> {
@@ -115,7 +67,7 @@ fn every_hostile_dicom_file_is_rejected_alone_within_memory_and_time() {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let lines: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("rejected: ")).collect();
         let mut why = Vec::new();
-        if o.code != Some(1) {
+        if o.code != 1 {
             why.push(format!("exit code {:?}", o.code));
         }
         if lines.len() != 1 || !lines[0].starts_with(&format!("rejected: {}: ", f.display())) {

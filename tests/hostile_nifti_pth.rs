@@ -7,48 +7,12 @@
 //! names the file, no panic, at most 256 MiB peak resident memory (the child's `ru_maxrss` from `wait4`) and 5 s.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const MAX_RSS_KIB: i64 = 256 * 1024;
-const MAX_SECONDS: f64 = 5.0;
+use std::process::Command;
+use std::time::Duration;
 
-fn require_all() -> bool {
-    std::env::var("LDAE_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
-/// Run `cmd` to its end; (exit code or -signal, stderr, peak RSS in KiB, seconds).
-#[allow(clippy::zombie_processes)] // the child is reaped by wait4 below, which also reports its ru_maxrss
-fn run_measured(mut cmd: Command) -> (i32, String, i64, f64) {
-    let err_path = tempfile::NamedTempFile::new().expect("stderr file");
-    let err_file = err_path.reopen().expect("reopen");
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file);
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn ldae");
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let mut killed = false;
-    loop {
-        // SAFETY: pid is our own child, not yet reaped (std's Child is never waited on here).
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break;
-        }
-        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
-        if !killed && start.elapsed() > Duration::from_secs_f64(MAX_SECONDS * 4.0) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) };
-    let stderr = std::fs::read_to_string(err_path.path()).unwrap_or_default();
-    (code, stderr, usage.ru_maxrss, secs)
-}
+use common::*;
 
 /// What part of the reason each file's error must carry (beyond its name).
 fn expected_reason(name: &str) -> &'static str {
@@ -120,7 +84,8 @@ fn every_hostile_file_is_one_clear_error_within_bounds() {
             cmd.arg("decode").arg(&dest).arg("--model").arg(&work).arg("-o").arg(work.join("out.nii.gz"));
             dest
         };
-        let (code, stderr, rss, secs) = run_measured(cmd);
+        let Measured { code, stderr, rss_kib: rss, seconds: secs } =
+            run_measured(cmd, Duration::from_secs_f64(MAX_SECONDS * 4.0));
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let shown = named.display().to_string();
         table.push(format!("{name}: exit {code}, {} KiB, {secs:.2} s: {}", rss, lines.join(" | ")));

@@ -28,5 +28,5 @@ fuzz_target!(|data: &[u8]| {
             requests.push(req(frames - 1, None));
         }
     }
-    let _ = decode_slices(&h, &requests);
+    let _ = decode_slices(&h, &requests, &ldae::limits::Limits::default());
 });

@@ -4,5 +4,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = ldae::dicom::jpeg12::decode(data);
+    // The frame size a DICOM header would give: the 12-bit seed series is 48×48.
+    let _ = ldae::dicom::jpeg12::decode(data, (48, 48));
 });

@@ -281,6 +281,11 @@ impl<'a, S: Source> Walk<'a, S> {
                 return Err(self.bad(format!("element ({group:04X},{elem:04X}) inside encapsulated Pixel Data")));
             }
             let vr = [h[4], h[5]];
+            if self.explicit && !is_vr(&vr) {
+                // dicom-rs reads an unknown VR as UN (a 4-byte length after two reserved bytes), which this walk
+                // would not mirror: an explicit-VR data set with a VR the standard does not define is refused.
+                return Err(self.bad(format!("element ({group:04X},{elem:04X}) has an invalid VR {vr:02X?}")));
+            }
             let len = if !self.explicit {
                 self.u32([h[4], h[5], h[6], h[7]])
             } else if LONG_VRS.contains(&&vr) {
@@ -453,6 +458,9 @@ impl Walk<'_, FileSource> {
             }
             self.pos += 8;
             let elem = u16::from_le_bytes([h[2], h[3]]);
+            if !is_vr(&[h[4], h[5]]) {
+                return Err(self.bad(format!("meta element (0002,{elem:04X}) has an invalid VR {:02X?}", [h[4], h[5]])));
+            }
             let len = if LONG_VRS.contains(&&[h[4], h[5]]) {
                 let mut l = [0u8; 4];
                 self.read(&mut l)?;

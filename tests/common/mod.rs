@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use ldae::Volume;
 
+mod measure;
 mod require;
+#[allow(unused_imports)]
+pub use measure::*;
 #[allow(unused_imports)]
 pub use require::*;
 

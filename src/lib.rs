@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dicom;
+mod io;
 pub mod limits;
 pub mod longitudinal;
 pub mod lookup;

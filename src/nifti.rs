@@ -22,6 +22,7 @@
 //!   the qform; [`quatern_to_affine`]/[`affine_to_quatern`] are the NIfTI-1 formulas (60 lines);
 //! - the temporary name + fsync + rename (the crate writes straight to the path it is given).
 
+use crate::io::read_up_to;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,20 +84,6 @@ pub fn read_nifti_limited(path: &Path, limits: &Limits) -> Result<Volume, NiftiE
 /// Parse NIfTI-1 bytes already in memory (`path` is used in errors only), with the default [`Limits`].
 pub fn parse_nifti(path: &Path, b: &[u8]) -> Result<Volume, NiftiError> {
     read_stream(path, b, Some(b.len() as u64), None, &Limits::default())
-}
-
-/// Fill `buf` as far as the source goes; the number of bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// What [`check_header`] found: where the data starts, how many bytes it has, the grid, and the affine.

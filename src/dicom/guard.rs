@@ -11,6 +11,7 @@
 //! explicit VR). A deflated data set is inflated as a stream, bounded by `max_inflated_bytes`, while its element
 //! headers are walked the same way, so a deflate bomb is refused after inflating at most the bound.
 
+use crate::io::read_up_to;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
@@ -118,20 +119,6 @@ impl<R: BufRead> Source for InflateSource<R> {
         }
         Ok(())
     }
-}
-
-/// Fill `buf` as far as the source goes; the count read (less than `buf.len()` only at the end).
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn is_vr(b: &[u8; 2]) -> bool {

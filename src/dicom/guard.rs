@@ -44,6 +44,13 @@ pub enum PixelExtent {
     Encapsulated { fragments: u64, offsets: u64 },
 }
 
+/// Does the file's meta group name the deflated transfer syntax? (A cheap look for callers that size buffers.)
+pub fn is_deflated(path: &Path) -> bool {
+    let mut head = vec![0u8; 4096];
+    let n = File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)).unwrap_or(0);
+    head[..n].windows(DEFLATED.len()).any(|w| w == DEFLATED.as_bytes())
+}
+
 /// Scan one file (see the module doc); `Ok` says dicom-rs may parse it within the limits.
 pub fn scan(path: &Path, limits: &Limits) -> Result<Scan, DicomError> {
     let io = |e: std::io::Error| DicomError::Io { path: path.to_path_buf(), source: e };
@@ -434,10 +441,21 @@ impl Walk<'_, FileSource> {
     /// Walk the meta group (explicit VR little endian, group 0002); returns the transfer syntax UID.
     fn meta_group(&mut self) -> Result<String, DicomError> {
         let mut ts = String::new();
+        // (0002,0000) File Meta Information Group Length: dicom-rs ends the meta group where it says, this walk where
+        // group 0002 ends; a file on which the two disagree would be parsed from another offset than checked here.
+        let mut group_length: Option<(u64, u64)> = None; // (claimed, where its count starts)
         loop {
             let mut h = [0u8; 8];
             let got = read_up_to(&mut self.src, &mut h).map_err(|e| self.io(e))?;
             if got < 8 || u16::from_le_bytes([h[0], h[1]]) != 0x0002 {
+                if let Some((claimed, from)) = group_length {
+                    let actual = self.pos - from;
+                    if claimed != actual {
+                        return Err(self.bad(format!(
+                            "meta group length (0002,0000) says {claimed} bytes but its elements take {actual}"
+                        )));
+                    }
+                }
                 // Not meta any more: step back (the file source can; the data set is read again from here).
                 let back = i64::try_from(got).unwrap_or(0);
                 self.src.0.seek_relative(-back).map_err(|e| self.io(e))?;
@@ -463,6 +481,10 @@ impl Walk<'_, FileSource> {
                 let mut v = vec![0u8; len as usize];
                 self.read(&mut v)?;
                 ts = String::from_utf8_lossy(&v).into_owned();
+            } else if elem == 0x0000 && len == 4 && group_length.is_none() {
+                let mut v = [0u8; 4];
+                self.read(&mut v)?;
+                group_length = Some((u32::from_le_bytes(v) as u64, self.pos));
             } else {
                 self.skip(len as u64)?;
             }

@@ -136,8 +136,11 @@ impl Samples<'_> {
 /// Open the whole file (pixels included), after the pre-scan has bounded it ([`super::guard`]).
 pub fn open_full(path: &Path, limits: &Limits) -> Result<DefaultDicomObject, DicomError> {
     super::guard::scan(path, limits)?;
-    OpenFileOptions::new()
-        .open_file(path)
+    // No value is larger than the file, unless deflated (then bounded by max_inflated_bytes, walked by the scan).
+    let len = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?.len();
+    let deflated = super::guard::is_deflated(path);
+    let cap = if deflated { limits.max_inflated_bytes } else { len.saturating_add(16 << 20) };
+    crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().open_file(path))
         .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
 }
 

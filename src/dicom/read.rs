@@ -162,9 +162,9 @@ pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, 
         return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
     }
     let scan = super::guard::scan(path, limits)?;
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
+    // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
+    let cap = meta.len().saturating_add(16 << 20).max(limits.max_header_bytes);
+    let obj = crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
         .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').trim().to_string();
     let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').trim().to_string();

@@ -157,5 +157,11 @@ fn kill_9_during_registration_and_encoding_leaves_one_embedding_per_series() {
         let p = p.expect("row");
         ldae::model::codes::load_codes(std::path::Path::new(&p)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
-    assert_eq!(terminate(&mut daemon, 30.0), Some(0), "seed {seed}");
+    // The last start may still be starting (the work was finished by an earlier one): SIGTERM before its signal
+    // handler is installed would end it by the signal, not by a drain.
+    let ready = wait_for(60.0, || {
+        std::fs::read_to_string(env.path("serve-3.log")).ok().filter(|t| t.contains("ldae serve ready")).map(|_| ())
+    });
+    assert!(ready.is_some(), "seed {seed}: last start never ready\n{}", env.logs());
+    assert_eq!(terminate(&mut daemon, 30.0), Some(0), "seed {seed}\n{}", env.logs());
 }

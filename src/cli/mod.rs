@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
@@ -68,6 +69,8 @@ pub enum Command {
     /// List, requeue or purge quarantined files.
     #[command(subcommand)]
     Quarantine(ops::QuarantineCommand),
+    /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
+    Preview(lookup_pictures::PreviewArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -125,5 +128,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(c) => ops::jobs(c, &config),
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),
+        Command::Preview(a) => lookup_pictures::preview(a),
     }
 }

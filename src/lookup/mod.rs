@@ -1,6 +1,9 @@
-//! Researcher look-ups on stored y_sem codes: linear probes (z-score, logistic/ridge, grouped cross-validation)
-//! and their files. Pure: no SQL, no CLI.
+//! Researcher look-ups on stored scans and their y_sem codes. Pure code on values (no SQL, no CLI):
+//! [`probe`], [`probe_cv`] and [`probe_file`] are the linear probes (z-score, logistic/ridge, patient-grouped
+//! cross-validation, the probe file); [`preview`] (with [`font`]) draws a scan's three-view picture.
 
+pub mod font;
+pub mod preview;
 pub mod probe;
 pub mod probe_cv;
 pub mod probe_file;

@@ -5,6 +5,9 @@
 //!   voxel within NEAR of the truth, and equal, voxel for voxel, to dcmtk's own decode (`dcmdjpls`).
 //!
 //! The lossless synthetic series are covered by convert_oracle (transfer_syntaxes/jpeg_ls_lossless, exact).
+//!
+//! A missing tool or data file goes through `common::require` (`tool`, `shared_data`, `python_modules`), which
+//! fails the test under `LDAE_REQUIRE_ALL=1` (CI) and only skips, loudly, without it.
 
 mod common;
 

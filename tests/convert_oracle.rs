@@ -3,6 +3,9 @@
 //! output agrees with dcm2niix run here on the same files. dcm2niix must succeed on every `ok` case except the
 //! ones its validation report (`<corpus>_VALIDATION_dcm2niix.md`, "dcm2niix outputs: none") says it refuses;
 //! with the validated dcm2niix version those must be refused (non-zero exit, no output).
+//!
+//! A missing tool or data file goes through `common::require` (`tool`, `shared_data`, `python_modules`), which
+//! fails the test under `LDAE_REQUIRE_ALL=1` (CI) and only skips, loudly, without it.
 
 mod common;
 

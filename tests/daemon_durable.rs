@@ -4,6 +4,9 @@
 //! - a late instance is taken in and converted in every `intake.after_commit` mode (archive, keep, delete);
 //! - the low-disk watermark pauses intake when any configured folder (here outputs) runs short, not only state;
 //! - operator commands never migrate the database, and refuse a schema older or newer than they know.
+//!
+//! A missing tool or data file goes through `common::require` (`tool`, `shared_data`, `python_modules`), which
+//! fails the test under `LDAE_REQUIRE_ALL=1` (CI) and only skips, loudly, without it.
 
 mod common;
 mod daemon_util;

@@ -1,6 +1,9 @@
 //! systemd integration with the real binary: READY/STATUS/WATCHDOG/RELOADING/STOPPING arrive on a real
 //! `NOTIFY_SOCKET` datagram socket; the unit file passes `systemd-analyze verify`; intake pauses below the disk
 //! watermark and SIGHUP reloads the config (here: lowering the watermark) without a restart, in polling mode.
+//!
+//! A missing tool or data file goes through `common::require` (`tool`, `shared_data`, `python_modules`), which
+//! fails the test under `LDAE_REQUIRE_ALL=1` (CI) and only skips, loudly, without it.
 
 mod common;
 mod daemon_util;

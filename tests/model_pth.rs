@@ -4,6 +4,9 @@
 //! `archive/data/<key>`, `archive/version`, `archive/byteorder`; a protocol-2 pickle of an OrderedDict of
 //! `_rebuild_tensor_v2` calls with persistent-id storages), and one by Python's `pickle` + `zipfile` without torch
 //! (tests/data/model/make_pth.py).
+//!
+//! A missing tool or data file goes through `common::require` (`tool`, `shared_data`, `python_modules`), which
+//! fails the test under `LDAE_REQUIRE_ALL=1` (CI) and only skips, loudly, without it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,9 @@ fn header(sop: &str, series: &str) -> InstanceFacts {
         instance_number: Some(1),
         expected_count: None,
         study_date: None,
+        series_description: None,
+        acquisition_date: None,
+        patient_age_years: None,
     }
 }
 

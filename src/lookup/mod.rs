@@ -1,1 +1,4 @@
-//! Researcher look-ups (next milestone): nearest neighbours, exports, linear probes, previews. Empty until then.
+//! Researcher look-ups over stored embeddings: exact cosine nearest neighbours (`similar.rs`). Pure code: rows
+//! come from `store` (the only SQL); the CLI orchestrates.
+
+pub mod similar;

@@ -43,6 +43,13 @@ fn facts(h: &crate::dicom::InstanceHeader) -> InstanceFacts {
         instance_number: h.instance_number,
         expected_count: expected.filter(|&n| n > 0),
         study_date: h.study_date.clone(),
+        series_description: h.series_description.clone(),
+        acquisition_date: h.acquisition_date.clone().or_else(|| h.series_date.clone()),
+        patient_age_years: crate::dicom::age::age_years(
+            h.patient_age.as_deref(),
+            h.patient_birth_date.as_deref(),
+            h.study_date.as_deref().or(h.acquisition_date.as_deref()),
+        ),
     }
 }
 

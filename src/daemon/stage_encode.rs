@@ -111,6 +111,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
                 model_id: m.id.clone(),
                 model_version: m.version.clone(),
                 path: codes_path.to_string_lossy().into_owned(),
+                steps: i64::try_from(cfg.model.steps).ok(),
                 y_sem,
             }),
             series: Some(SeriesUpdate {

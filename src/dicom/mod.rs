@@ -7,6 +7,7 @@
 //! [`convert::convert_paths`] returns the volumes with their sidecars and every rejection with its
 //! [`RejectReason`].
 
+pub mod age;
 pub mod claims;
 pub mod codestream;
 pub mod convert;

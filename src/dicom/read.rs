@@ -80,6 +80,10 @@ pub struct InstanceHeader {
     pub series_description: Option<String>,
     pub protocol_name: Option<String>,
     pub study_date: Option<String>,
+    /// PatientAge as given (`nnnD|W|M|Y`), when given.
+    pub patient_age: Option<String>,
+    /// PatientBirthDate, when given (only used to derive an age; never stored).
+    pub patient_birth_date: Option<String>,
     pub study_time: Option<String>,
     pub series_date: Option<String>,
     pub series_time: Option<String>,
@@ -241,6 +245,8 @@ pub fn header_from_object(path: &Path, obj: &InMemDicomObject, limits: &Limits) 
         series_description: text(obj, tags::SERIES_DESCRIPTION),
         protocol_name: text(obj, tags::PROTOCOL_NAME),
         study_date: text(obj, tags::STUDY_DATE),
+        patient_age: text(obj, tags::PATIENT_AGE),
+        patient_birth_date: text(obj, tags::PATIENT_BIRTH_DATE),
         study_time: text(obj, tags::STUDY_TIME),
         series_date: text(obj, tags::SERIES_DATE),
         series_time: text(obj, tags::SERIES_TIME),

@@ -25,6 +25,12 @@ pub struct InstanceFacts {
     /// Number of instances the series should have, when a tag says so.
     pub expected_count: Option<i64>,
     pub study_date: Option<String>,
+    /// SeriesDescription.
+    pub series_description: Option<String>,
+    /// AcquisitionDate (else SeriesDate), `YYYYMMDD`.
+    pub acquisition_date: Option<String>,
+    /// The patient's age in years at the study (PatientAge, or birth date to study date).
+    pub patient_age_years: Option<f64>,
 }
 
 /// A complete file found in a drop folder.
@@ -141,9 +147,9 @@ impl Store {
         )?;
         let patient: i64 = tx.query_row("SELECT id FROM patients WHERE patient_key = ?1", [&key], |r| r.get(0))?;
         tx.execute(
-            "INSERT INTO studies (study_uid, patient_ref, study_date, created_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (study_uid) DO NOTHING",
-            params![h.study_uid, patient, h.study_date, t],
+            "INSERT INTO studies (study_uid, patient_ref, study_date, patient_age_years, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (study_uid) DO NOTHING",
+            params![h.study_uid, patient, h.study_date, h.patient_age_years, t],
         )?;
         let study: i64 = tx.query_row("SELECT id FROM studies WHERE study_uid = ?1", [&h.study_uid], |r| r.get(0))?;
         let series: Option<(i64, String)> = tx
@@ -165,8 +171,18 @@ impl Store {
             None => {
                 tx.execute(
                     "INSERT INTO series (series_uid, study_ref, modality, drop_folder, state, expected_count, \
-                     instance_count, first_seen_at, last_instance_at) VALUES (?1, ?2, ?3, ?4, 'receiving', ?5, 1, ?6, ?6)",
-                    params![h.series_uid, study, h.modality, path_text(&f.drop_folder), h.expected_count, t],
+                     instance_count, first_seen_at, last_instance_at, description, acquisition_date) \
+                     VALUES (?1, ?2, ?3, ?4, 'receiving', ?5, 1, ?6, ?6, ?7, ?8)",
+                    params![
+                        h.series_uid,
+                        study,
+                        h.modality,
+                        path_text(&f.drop_folder),
+                        h.expected_count,
+                        t,
+                        h.series_description,
+                        h.acquisition_date
+                    ],
                 )?;
                 (tx.last_insert_rowid(), false)
             }

@@ -9,7 +9,7 @@
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
 //! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
-//! (read-only summaries for the operator CLI).
+//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 mod intake;
 mod jobs;
+mod lookup;
 mod recovery;
 mod results;
 mod series;
@@ -26,6 +27,7 @@ mod status;
 
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
+pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
@@ -39,6 +41,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_quarantine_audit", include_str!("migrations/0004_quarantine_audit.sql")),
     ("0005_recovery", include_str!("migrations/0005_recovery.sql")),
     ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
+    ("0007_lookup", include_str!("migrations/0007_lookup.sql")),
 ];
 
 /// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)

@@ -41,6 +41,8 @@ pub struct NewEmbedding {
     pub model_id: String,
     pub model_version: String,
     pub path: String,
+    /// Encoding steps the codes were made with.
+    pub steps: Option<i64>,
     pub y_sem: Vec<f32>,
 }
 
@@ -92,9 +94,10 @@ pub(super) fn insert_embedding(tx: &Transaction<'_>, e: &NewEmbedding) -> Result
         .ok_or_else(|| StoreError::NotFound(format!("registration of volume {}: not in the store", e.volume_path)))?;
     let blob: Vec<u8> = e.y_sem.iter().flat_map(|x| x.to_le_bytes()).collect();
     tx.execute(
-        "INSERT INTO embeddings (registration_ref, model_id, model_version, preprocess_hash, path, y_sem, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (registration_ref, model_id, model_version) DO NOTHING",
-        params![rid, e.model_id, e.model_version, e.preprocess_hash, e.path, blob, now()],
+        "INSERT INTO embeddings (registration_ref, model_id, model_version, preprocess_hash, path, y_sem, steps, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (registration_ref, model_id, model_version) \
+         DO NOTHING",
+        params![rid, e.model_id, e.model_version, e.preprocess_hash, e.path, blob, e.steps, now()],
     )?;
     Ok(())
 }

@@ -15,6 +15,9 @@ fn header(sop: &str, series: &str) -> InstanceFacts {
         instance_number: Some(1),
         expected_count: None,
         study_date: None,
+        series_description: None,
+        acquisition_date: None,
+        patient_age_years: None,
     }
 }
 
@@ -280,4 +283,65 @@ fn migration_splits_the_old_shared_none_patient_per_study() {
     assert_eq!(fk, 0);
     let on: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(on, 1, "foreign keys are on again after migrating");
+}
+
+#[test]
+fn embeddings_read_back_joined_and_filtered_by_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let h = InstanceFacts {
+        study_date: Some("20190314".into()),
+        series_description: Some("T1 MPRAGE".into()),
+        patient_age_years: Some(68.5),
+        ..header("9.1", "1.2.4")
+    };
+    s.record_instance(&arrived("a", "aa"), &h).unwrap();
+    let series_ref: i64 = s.lock().query_row("SELECT id FROM series", [], |r| r.get(0)).unwrap();
+    s.enqueue(&job("c1", series_ref)).unwrap();
+    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let c = Completion {
+        volumes: vec![NewVolume {
+            series_ref,
+            content_key: "vk".into(),
+            series_key: "k".into(),
+            file_stem: "v".into(),
+            path: "/o/v.nii.gz".into(),
+            sidecar: None,
+            sha256: "s".into(),
+        }],
+        registration: Some(NewRegistration {
+            volume_path: "/o/v.nii.gz".into(),
+            preprocess_hash: "ph".into(),
+            transform_path: "/o/t.txt".into(),
+            model_input_path: "/o/m.nii.gz".into(),
+            metric: -0.5,
+            brain_coverage: 1.0,
+        }),
+        embedding: Some(NewEmbedding {
+            volume_path: "/o/v.nii.gz".into(),
+            preprocess_hash: "ph".into(),
+            model_id: "demo".into(),
+            model_version: "abc".into(),
+            path: "/o/codes.safetensors".into(),
+            steps: Some(10),
+            y_sem: vec![1.0, -2.5, 3.0],
+        }),
+        ..Completion::default()
+    };
+    s.complete(&j, &c).unwrap();
+    let rows = s.embeddings("demo", &EmbeddingFilter::default(), true).unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r.series_uid.as_str(), r.patient_id.as_deref(), r.date.as_deref()),
+        ("1.2.4", Some("P1"), Some("20190314"))
+    );
+    assert_eq!((r.age, r.steps, r.description.as_deref()), (Some(68.5), Some(10), Some("T1 MPRAGE")));
+    assert_eq!(r.y_sem, vec![1.0, -2.5, 3.0]);
+    assert!(s.embeddings("other", &EmbeddingFilter::default(), true).unwrap().is_empty());
+    let late = EmbeddingFilter { since: Some("20200101".into()), ..Default::default() };
+    assert!(s.embeddings("demo", &late, false).unwrap().is_empty());
+    let other = EmbeddingFilter { exclude_patient_key: Some(r.patient_key.clone()), ..Default::default() };
+    assert!(s.embeddings("demo", &other, false).unwrap().is_empty());
+    assert_eq!(s.embeddings_generation("demo").unwrap(), EmbeddingsGeneration { count: 1, max_id: r.id });
 }

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod probe;
 pub mod serve;
 pub mod weights;
 
@@ -68,6 +69,9 @@ pub enum Command {
     /// List, requeue or purge quarantined files.
     #[command(subcommand)]
     Quarantine(ops::QuarantineCommand),
+    /// Fit and apply linear probes on stored y_sem codes.
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -125,5 +129,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(c) => ops::jobs(c, &config),
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),
+        Command::Probe(c) => probe::run(c),
     }
 }

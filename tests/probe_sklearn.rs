@@ -7,7 +7,7 @@ mod common;
 fn probe_fit_matches_scikit_learn() {
     if !std::process::Command::new("python3").args(["-c", "import sklearn, numpy"]).status().is_ok_and(|s| s.success())
     {
-        common::require::require("python3 with scikit-learn and numpy");
+        common::require("python3 with scikit-learn and numpy");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

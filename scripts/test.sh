@@ -17,11 +17,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # nibabel + numpy for tests/nifti_nibabel.rs: pip for the python3 on PATH, else Debian's packages.
-if ! python3 -c "import nibabel, numpy" 2>/dev/null; then
-  python3 -m pip install --quiet nibabel numpy 2>/dev/null || {
+if ! python3 -c "import nibabel, numpy, sklearn" 2>/dev/null; then
+  python3 -m pip install --quiet nibabel numpy scikit-learn 2>/dev/null || {
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-nibabel python3-numpy >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-nibabel python3-numpy python3-sklearn >/dev/null
   }
 fi
 

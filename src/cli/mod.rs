@@ -12,6 +12,7 @@ pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod probe;
 pub mod serve;
 pub mod weights;
 
@@ -71,6 +72,9 @@ pub enum Command {
     Quarantine(ops::QuarantineCommand),
     /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
     Preview(lookup_pictures::PreviewArgs),
+    /// Fit and apply linear probes on stored y_sem codes.
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -129,5 +133,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
+        Command::Probe(c) => probe::run(c),
     }
 }

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod preprocess;
 pub mod probe;
 pub mod serve;
+pub mod timeline;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -75,6 +76,8 @@ pub enum Command {
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
+    /// A patient's acquired and synthetic timepoints, with ages and the gaps the policy sees.
+    Timeline(timeline::TimelineArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),
+        Command::Timeline(a) => timeline::run(a, &config),
         Command::Jobs(c) => ops::jobs(c, &config),
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),

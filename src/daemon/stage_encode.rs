@@ -39,7 +39,7 @@ fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     };
     let model = Ldae::load(&cfg.model.dir, &device, DType::F32)
         .map_err(|e| StageError::Permanent(format!("loading model {}: {e}", cfg.model.dir.display())))?;
-    let id = cfg.model.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let id = cfg.model.id();
     tracing::info!(model = %cfg.model.dir.display(), "model loaded on the model thread");
     Ok(Loaded {
         dir: cfg.model.dir.clone(),

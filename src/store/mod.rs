@@ -9,7 +9,7 @@
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
 //! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
-//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups).
+//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups), `synthetic.rs` (synthetic timepoints).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +24,7 @@ mod recovery;
 mod results;
 mod series;
 mod status;
+mod synthetic;
 
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
@@ -32,6 +33,7 @@ pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
 pub use status::{JobCount, SeriesSummary, StatusReport};
+pub use synthetic::{EncodedScan, NewSynthetic, SyntheticRow};
 
 /// The migrations, in order. `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -42,6 +44,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_recovery", include_str!("migrations/0005_recovery.sql")),
     ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
     ("0007_lookup", include_str!("migrations/0007_lookup.sql")),
+    ("0008_synthetic", include_str!("migrations/0008_synthetic.sql")),
 ];
 
 /// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)

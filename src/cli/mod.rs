@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod fill;
 pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
 pub mod serve;
+pub mod synthetic;
 pub mod timeline;
 pub mod weights;
 
@@ -78,6 +80,11 @@ pub enum Command {
     Probe(probe::ProbeCommand),
     /// A patient's acquired and synthetic timepoints, with ages and the gaps the policy sees.
     Timeline(timeline::TimelineArgs),
+    /// Ask the daemon for a synthetic timepoint of a patient at a date between two scans.
+    Fill(fill::FillArgs),
+    /// The synthetic timepoints made so far.
+    #[command(subcommand)]
+    Synthetic(synthetic::SyntheticCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -133,6 +140,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),
         Command::Timeline(a) => timeline::run(a, &config),
+        Command::Fill(a) => fill::run(a, &config),
+        Command::Synthetic(c) => synthetic::run(c, &config),
         Command::Jobs(c) => ops::jobs(c, &config),
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),

@@ -317,6 +317,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// The job with content key `key`, if any.
+    pub fn job_by_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
+                [key],
+                job_from_row,
+            )
+            .optional()?)
+    }
+
     /// One job by id.
     pub fn job(&self, id: i64) -> Result<Job, StoreError> {
         let conn = self.lock();

@@ -314,3 +314,78 @@ fn rerun_is_byte_identical() {
         }
     }
 }
+
+#[test]
+fn non_ascii_names_are_written_as_utf8() {
+    if !tool("dcmdump", &["--version"]) || !tool("dciodvfy", &["-version"]) {
+        return;
+    }
+    let Some(mut f) = fixture() else { return };
+    f.later.patient.patient_name = Some("Müller^Jörg".into());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let w = write(&f, tmp.path(), SyntheticSopClass::Mr);
+    let file = &w.instances[0].path;
+    let out = Command::new("dcmdump")
+        .args(["+U8", "+P", "0008,0005", "+P", "0010,0010"])
+        .arg(file)
+        .output()
+        .expect("dcmdump");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("ISO_IR 192") && s.contains("Müller^Jörg"), "{s}");
+    let (errors, _) = dciodvfy_errors(file);
+    assert!(errors.iter().all(|l| l.to_ascii_lowercase().contains("0x0008,0x001c")), "{errors:#?}");
+}
+
+#[test]
+fn left_handed_grid_lands_on_the_same_world_grid() {
+    let Some(mut f) = fixture() else { return };
+    // Slices stacked against the plane normal: DICOM order is reversed, the world grid is the same.
+    let mut a = f.volume.affine;
+    for r in 0..3 {
+        a.0[r][2] = -a.0[r][2];
+    }
+    f.volume.affine = a;
+    let tmp = tempfile::tempdir().expect("tmp");
+    for class in [SyntheticSopClass::Sc, SyntheticSopClass::Mr] {
+        let dir = tmp.path().join(format!("{class:?}"));
+        let w = write(&f, &dir, class);
+        let report = convert_paths(&[dir], &ConvertConfig::default());
+        assert_eq!(report.converted.len(), 1, "{:?}", report.rejected);
+        let back = &report.converted[0].volume;
+        compare_on_grid(&f.volume, back, 1e-6, w.scaling.slope * 0.5 * 1.0001 + 1e-3);
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_before_anything_is_written() {
+    let Some(f) = fixture() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, b) = (NaiveDate::from_ymd_opt(2019, 3, 14).unwrap(), NaiveDate::from_ymd_opt(2022, 3, 10).unwrap());
+    let earlier = SourceSide { series: f.earlier.reference(), date: a };
+    let later = SourceSide { series: f.later.reference(), date: b };
+    let mut nan = f.volume.clone();
+    nan.data[(3, 4, 5)] = f32::NAN;
+    let mut sheared = f.volume.clone();
+    sheared.affine.0[0][2] += 0.5;
+    let mut stranger = f.later.clone();
+    stranger.series.series_instance_uid = "1.2.3.4".into();
+    let cases: [(&Volume, &SourceSnapshot, &str); 3] =
+        [(&nan, &f.later, "non-finite"), (&sheared, &f.later, "normal"), (&f.volume, &stranger, "neither")];
+    for (i, (volume, neighbour, why)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(i.to_string());
+        let input = SyntheticInput { volume, neighbour, earlier: &earlier, later: &later, request: &f.request };
+        let err = write_series(&dir, &input, SyntheticSopClass::Mr, &Limits::default()).expect_err("refused");
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(!dir.exists(), "nothing written for {why}");
+    }
+    let tiny = Limits { max_frames: 10, ..Limits::default() };
+    let input = SyntheticInput {
+        volume: &f.volume,
+        neighbour: &f.later,
+        earlier: &earlier,
+        later: &later,
+        request: &f.request,
+    };
+    let err = write_series(&tmp.path().join("x"), &input, SyntheticSopClass::Sc, &tiny).expect_err("over max_frames");
+    assert!(err.to_string().contains("NumberOfFrames"), "{err}");
+}

@@ -276,9 +276,13 @@ fn implementation() -> (String, String) {
 
 /// Does any text value (at any depth) need more than ASCII?
 fn needs_utf8(obj: &InMemDicomObject) -> bool {
-    obj.iter().any(|e| match e.items() {
-        Some(items) => items.iter().any(needs_utf8),
-        None => e.to_str().map(|s| !s.is_ascii()).unwrap_or(false),
+    use dicom_core::value::{PrimitiveValue, Value};
+    obj.iter().any(|e| match e.value() {
+        Value::Sequence(seq) => seq.items().iter().any(needs_utf8),
+        // Only text values: formatting Pixel Data as text would cost gigabytes.
+        Value::Primitive(PrimitiveValue::Str(s)) => !s.is_ascii(),
+        Value::Primitive(PrimitiveValue::Strs(v)) => v.iter().any(|s| !s.is_ascii()),
+        _ => false,
     })
 }
 

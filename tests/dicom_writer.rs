@@ -5,7 +5,9 @@
 //!   an attribute the 2022 build's dictionary predates (it reports it as an unrecognised even-group attribute);
 //!   dciodvfy exits 0 even with errors, so its stderr is parsed;
 //! - `dcmdump +P 0008,001c` prints YES;
-//! - `dcm2niix` converts the series back onto the same world grid (both classes);
+//! - `dcm2niix` converts the series back onto the same world grid (both classes: v1.0.20220720 reads the SC's
+//!   per-frame Plane Position and shared Plane Orientation / Pixel Measures like an enhanced MR, and keeps the
+//!   series-wide slope/intercept in scl_slope/scl_inter);
 //! - ldae's own converter reads both back to the same voxels (within half the quantisation step) and affine;
 //! - a rerun writes byte-identical files under identical UIDs.
 //!

@@ -63,8 +63,8 @@ impl std::fmt::Debug for PatientModule {
     }
 }
 
-/// General Study identity of the source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// General Study identity of the source. `Debug` never shows the referring physician's name.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StudyModule {
     pub study_instance_uid: String,
     pub study_date: Option<String>,
@@ -73,6 +73,20 @@ pub struct StudyModule {
     pub referring_physician_name: Option<String>,
     pub study_id: Option<String>,
     pub study_description: Option<String>,
+}
+
+impl std::fmt::Debug for StudyModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StudyModule")
+            .field("study_instance_uid", &self.study_instance_uid)
+            .field("study_date", &self.study_date)
+            .field("study_time", &self.study_time)
+            .field("accession_number", &self.accession_number)
+            .field("referring_physician_name", &self.referring_physician_name.as_ref().map(|_| "<redacted>"))
+            .field("study_id", &self.study_id)
+            .field("study_description", &self.study_description)
+            .finish()
+    }
 }
 
 /// General Series identity of the source, and when it was acquired.
@@ -386,6 +400,8 @@ mod tests {
         };
         let d = format!("{p:?}");
         assert!(!d.contains("SECRET") && !d.contains("1950"), "{d}");
+        let s = StudyModule { referring_physician_name: Some("DOC^WHO".into()), ..Default::default() };
+        assert!(!format!("{s:?}").contains("DOC"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use ldae::config::ConvertConfig;
 use ldae::dicom::convert_paths;
 use ldae::dicom::snapshot::SourceSnapshot;
 use ldae::dicom::writer::{
-    write_series, SourceSide, SyntheticInput, SyntheticRequest, SyntheticSopClass, WrittenSeries,
+    write_series, SourceSide, SyntheticContent, SyntheticInput, SyntheticRequest, SyntheticSopClass, WrittenSeries,
 };
 use ldae::limits::Limits;
 use ldae::nifti::read_nifti;
@@ -78,6 +78,7 @@ struct Fixture {
     later: SourceSnapshot,
     volume: Volume,
     request: SyntheticRequest,
+    content: SyntheticContent,
 }
 
 fn fixture() -> Option<Fixture> {
@@ -100,7 +101,7 @@ fn fixture() -> Option<Fixture> {
         created: NaiveDate::from_ymd_opt(2026, 1, 2)?.and_hms_opt(3, 4, 5)?,
         series_number: 9001,
     };
-    Some(Fixture { earlier, later, volume: volume(), request })
+    Some(Fixture { earlier, later, volume: volume(), request, content: SyntheticContent::Image })
 }
 
 fn write(f: &Fixture, dir: &Path, class: SyntheticSopClass) -> WrittenSeries {
@@ -113,6 +114,7 @@ fn write(f: &Fixture, dir: &Path, class: SyntheticSopClass) -> WrittenSeries {
         earlier: &earlier,
         later: &later,
         request: &f.request,
+        content: f.content,
     };
     write_series(dir, &input, class, &Limits::default()).expect("write series")
 }
@@ -303,12 +305,24 @@ fn rerun_is_byte_identical() {
             later: f.later.clone(),
             volume: f.volume.clone(),
             request: f.request.clone(),
+            content: f.content,
         };
         g.request.seed += 1;
         let c = write(&g, &tmp.path().join(format!("{class:?}_c")), class);
         assert_ne!(c.uids.study_instance_uid, a.uids.study_instance_uid);
         assert_ne!(c.uids.series_instance_uid, a.uids.series_instance_uid);
         assert!(c.uids.sop_instance_uids.iter().all(|u| !a.uids.sop_instance_uids.contains(u)));
+        // An uncertainty map of the same timepoint: same study, another series, marked in its description.
+        g.request.seed -= 1;
+        g.content = SyntheticContent::StdDev { samples: 8 };
+        let d = write(&g, &tmp.path().join(format!("{class:?}_sd")), class);
+        assert_eq!(d.uids.study_instance_uid, a.uids.study_instance_uid);
+        assert_ne!(d.uids.series_instance_uid, a.uids.series_instance_uid);
+        let h = ldae::dicom::read_header(&d.instances[0].path).expect("header");
+        assert_eq!(h.series_description.as_deref(), Some("SYNTHETIC SD T1 MPRAGE a=0.742"));
+        let h = ldae::dicom::read_header(&a.instances[0].path).expect("header");
+        assert_eq!(h.series_description.as_deref(), Some("SYNTHETIC T1 MPRAGE a=0.742"));
+        assert_eq!(h.image_type[..2], ["DERIVED", "SECONDARY"]);
         // File names carry no patient data.
         for i in &a.instances {
             let name = i.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -375,7 +389,14 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         [(&nan, &f.later, "non-finite"), (&sheared, &f.later, "normal"), (&f.volume, &stranger, "neither")];
     for (i, (volume, neighbour, why)) in cases.into_iter().enumerate() {
         let dir = tmp.path().join(i.to_string());
-        let input = SyntheticInput { volume, neighbour, earlier: &earlier, later: &later, request: &f.request };
+        let input = SyntheticInput {
+            volume,
+            neighbour,
+            earlier: &earlier,
+            later: &later,
+            request: &f.request,
+            content: SyntheticContent::Image,
+        };
         let err = write_series(&dir, &input, SyntheticSopClass::Mr, &Limits::default()).expect_err("refused");
         assert!(err.to_string().contains(why), "{err}");
         assert!(!dir.exists(), "nothing written for {why}");
@@ -387,6 +408,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         earlier: &earlier,
         later: &later,
         request: &f.request,
+        content: SyntheticContent::Image,
     };
     let err = write_series(&tmp.path().join("x"), &input, SyntheticSopClass::Sc, &tiny).expect_err("over max_frames");
     assert!(err.to_string().contains("NumberOfFrames"), "{err}");

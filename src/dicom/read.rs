@@ -195,7 +195,7 @@ pub type HeaderObject = (FileDicomObject<InMemDicomObject>, super::guard::Scan, 
 
 /// Open one file's header (everything before Pixel Data) on the hardened path: a regular non-empty file,
 /// pre-scanned by [`super::guard::scan`] under `limits`, parsed with single allocations capped
-/// ([`crate::alloc_cap`]). Every other reader of DICOM attributes (e.g. [`super::snapshot`]) goes through here.
+/// (`alloc_cap`). Every other reader of DICOM attributes (e.g. [`super::snapshot`]) goes through here.
 pub fn open_header_object(path: &Path, limits: &Limits) -> Result<HeaderObject, DicomError> {
     let meta = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
     if meta.len() == 0 {

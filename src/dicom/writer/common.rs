@@ -9,7 +9,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 
 use super::elements::{code_item, ds, put_ds, put_empty, put_is, put_opt, put_seq, put_str, put_strs, put_us, Obj};
-use super::Ctx;
+use super::{Ctx, SyntheticContent};
 use crate::dicom::snapshot::{clean, SopRef, Vr};
 use crate::dicom::uid;
 
@@ -43,19 +43,32 @@ fn age_at(birth: Option<&str>, target: chrono::NaiveDate) -> Option<String> {
 }
 
 /// Series description: `SYNTHETIC <source description> a=<alpha>`, at most 64 characters.
+/// An uncertainty map reads `SYNTHETIC SD <source description> a=<alpha>`.
 pub fn series_description(ctx: &Ctx) -> String {
-    let src = ctx.neighbour.series.series_description.as_deref().unwrap_or("MR");
+    let desc = ctx.neighbour.series.series_description.as_deref().unwrap_or("MR");
+    let src = match ctx.content {
+        SyntheticContent::Image => desc.to_string(),
+        SyntheticContent::StdDev { .. } => format!("SD {desc}"),
+    };
     let tail = format!(" a={}", ds((ctx.req.alpha * 1000.0).round() / 1000.0));
     let room = 64 - "SYNTHETIC ".len() - tail.len();
     let src: String = src.chars().take(room).collect();
+    debug_assert!(room > 0);
     cap(&format!("SYNTHETIC {src}{tail}"), Vr::Lo)
 }
 
 /// How the content was made, for Derivation Description (ST, ≤ 1024 characters).
 pub fn derivation(ctx: &Ctx) -> String {
     let r = ctx.req;
+    let what = match ctx.content {
+        SyntheticContent::Image => String::new(),
+        SyntheticContent::StdDev { samples } => format!(
+            "Uncertainty map: voxel-wise standard deviation over {samples} decodes with independently perturbed \
+             noise codes of the synthetic image below. "
+        ),
+    };
     let s = format!(
-        "Synthetic image, not acquired. Method: LDAE latent interpolation between two acquired MR series \
+        "{what}Synthetic image, not acquired. Method: LDAE latent interpolation between two acquired MR series \
          (semantic code linear, noise code spherical interpolation) at alpha={alpha} between {a} and {b}, \
          decoded by model {id} {ver} (weights {digest}) with {steps} DDIM steps, seed {seed}, by ldae {code}; \
          placed on the grid of series {grid}. Stored value scaling for the whole series: value = stored * {slope} + {icpt}.",

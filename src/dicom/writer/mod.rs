@@ -4,9 +4,11 @@
 //! Input: the synthetic [`Volume`] on the grid (and in the Frame of Reference) of the acquired neighbour, that
 //! neighbour's [`SourceSnapshot`], references to both source series, and a [`SyntheticRequest`] (model, alpha,
 //! dates, steps, seed, code version, creation time from the job record). Output: one series in a folder, as
-//! [`SyntheticSopClass::MultiFrameSecondaryCapture`] (default: Multi-frame Grayscale Word SC with Pixel Measures,
+//! [`SyntheticSopClass::Sc`] (default: Multi-frame Grayscale Word SC with Pixel Measures,
 //! Plane Orientation and per-frame Plane Position functional groups and the Frame of Reference) or
-//! [`SyntheticSopClass::MrImage`] (MR Image Storage, one file per slice). Explicit VR Little Endian.
+//! [`SyntheticSopClass::Mr`] (MR Image Storage, one file per slice). Explicit VR Little Endian. The voxels are
+//! the synthetic image or, as [`SyntheticContent::StdDev`], an uncertainty map of the same timepoint (same study,
+//! its own series, `SYNTHETIC SD …`).
 //!
 //! Marks, in both: Synthetic Data (0008,001C) = YES; Image Type `DERIVED\SECONDARY` (MR adds `OTHER`, which
 //! dciodvfy demands as value 3); SeriesDescription and StudyDescription starting with `SYNTHETIC`; a plain
@@ -76,6 +78,28 @@ impl SyntheticSopClass {
         match self {
             SyntheticSopClass::Sc => "sc",
             SyntheticSopClass::Mr => "mr",
+        }
+    }
+}
+
+/// What the voxels of a synthetic series are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyntheticContent {
+    /// The synthetic image itself.
+    #[default]
+    Image,
+    /// The voxel-wise standard deviation over `samples` decodes with independently perturbed noise codes (an
+    /// uncertainty map of the same timepoint: same study, its own series).
+    StdDev { samples: u32 },
+}
+
+impl SyntheticContent {
+    /// Added to the series UID's kind, so the map and the image of one timepoint are two series.
+    fn kind(self) -> String {
+        match self {
+            SyntheticContent::Image => String::new(),
+            SyntheticContent::StdDev { samples } => format!("-sd{samples}"),
         }
     }
 }
@@ -162,6 +186,7 @@ pub(crate) struct Ctx<'a> {
     pub later: &'a SourceSide,
     pub req: &'a SyntheticRequest,
     pub class: SyntheticSopClass,
+    pub content: SyntheticContent,
     pub uids: SyntheticUids,
     pub scaling: Scaling,
     pub planes: Planes,
@@ -179,6 +204,8 @@ pub struct SyntheticInput<'a> {
     /// The later source (alpha = 1).
     pub later: &'a SourceSide,
     pub request: &'a SyntheticRequest,
+    /// Image or uncertainty map.
+    pub content: SyntheticContent,
 }
 
 /// The study UID of a request (shared by both SOP classes of one timepoint).
@@ -209,7 +236,7 @@ pub fn study_uid(input: &SyntheticInput) -> String {
 /// The UIDs a request's series gets (no file is touched).
 pub fn synthetic_uids(input: &SyntheticInput, class: SyntheticSopClass) -> SyntheticUids {
     let study = study_uid(input);
-    let series = uid::series_uid(&study, class.kind());
+    let series = uid::series_uid(&study, &format!("{}{}", class.kind(), input.content.kind()));
     let n = match class {
         SyntheticSopClass::Sc => 1,
         SyntheticSopClass::Mr => input.volume.shape()[2],
@@ -228,7 +255,7 @@ pub fn write_series(
     class: SyntheticSopClass,
     limits: &Limits,
 ) -> Result<WrittenSeries, WriterError> {
-    let SyntheticInput { volume, neighbour, earlier, later, request } = *input;
+    let SyntheticInput { volume, neighbour, earlier, later, request, content } = *input;
     let [ni, nj, nk] = volume.shape();
     limits.voxels(&[ni as u64, nj as u64, nk as u64])?;
     Limits::check("Rows or Columns", ni.max(nj) as u64, u16::MAX as u64)?;
@@ -249,6 +276,7 @@ pub fn write_series(
         later,
         req: request,
         class,
+        content,
         uids: synthetic_uids(input, class),
         scaling: Scaling::of(volume)?,
         planes: Planes::of(volume)?,

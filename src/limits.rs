@@ -29,6 +29,9 @@ pub struct Limits {
     /// Most bytes of one DICOM data set before Pixel Data (every other element together, after inflation): what
     /// reading a header may hold in memory.
     pub max_header_bytes: u64,
+    /// Largest PDU ldae accepts from a DICOM peer (announced as its Maximum Length when associating; a PDU or a
+    /// response command claiming more is refused before it is buffered) and the largest it sends.
+    pub max_pdu_bytes: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_nesting_depth: 16,       // real data sets nest 3–6 deep
             max_dim: 1 << 14,            // 16384 pixels along one axis
             max_header_bytes: 1 << 26,   // 64 MiB; real headers (enhanced MR included) are under a few MiB
+            max_pdu_bytes: 1 << 16,      // 64 KiB; Orthanc's default is 16 KiB, dcmtk's 16 KiB
         }
     }
 }
@@ -100,6 +104,9 @@ impl Limits {
         }
         if self.max_header_bytes == 0 {
             return Err(("limits.max_header_bytes", "must be > 0"));
+        }
+        if !(4096..=1 << 26).contains(&self.max_pdu_bytes) {
+            return Err(("limits.max_pdu_bytes", "must be in 4096..=67108864"));
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! DICOM in and out: header scan, series grouping/splitting, geometry (LPS↔RAS, slice order, spacing checks),
-//! pixel decoding to f32, and (later) secondary-capture writing and C-STORE.
+//! pixel decoding to f32, and (later) secondary-capture writing; [`net`] sends series to a PACS by C-STORE.
 //!
 //! The converter's flow: [`read::read_header`] on every file (in parallel, header only) → [`series`] groups the
 //! headers by SeriesInstanceUID and splits them (orientation, size, echo, acquisition, Image Type) →
@@ -15,6 +15,11 @@ pub mod geometry;
 pub mod guard;
 pub mod jpeg12;
 pub mod jpegls;
+pub mod net;
+pub mod net_context;
+pub mod net_pdu;
+pub mod net_retry;
+pub mod net_status;
 pub mod pixels;
 pub mod read;
 pub mod reject;

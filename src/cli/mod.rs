@@ -13,6 +13,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
+pub mod send;
 pub mod serve;
 pub mod weights;
 
@@ -75,6 +76,8 @@ pub enum Command {
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
+    /// Send DICOM files or folders to a PACS by C-STORE (one association per series).
+    Send(send::SendArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -134,5 +137,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
         Command::Probe(c) => probe::run(c),
+        Command::Send(a) => send::run(a, &config),
     }
 }

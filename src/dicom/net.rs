@@ -326,6 +326,11 @@ pub fn send_instances(
         reason,
     })?;
     let mut assoc = associate(peer, calling, &props, opts)?;
+    // Each message is a command PDU and then data PDUs: without TCP_NODELAY, Nagle's algorithm and the peer's
+    // delayed ACK stall every instance by ~40 ms (measured: 24 small slices took 2.2 s instead of 0.1 s).
+    if let Err(e) = assoc.inner_stream().set_nodelay(true) {
+        tracing::debug!(peer = %peer_name, "cannot set TCP_NODELAY: {e}");
+    }
     let peer_max = assoc.acceptor_max_pdu_length();
     let frag = net_pdu::fragment_len(peer_max.min(opts.max_pdu));
     tracing::debug!(peer = %peer_name, peer_max_pdu = peer_max, contexts = props.len(), "association accepted");
@@ -506,7 +511,9 @@ fn encode_data_set(info: &InstanceInfo, ts: &str, limits: &Limits) -> Result<Vec
     Ok(out)
 }
 
-/// The command in one PDV, then the data set in fragments of at most `frag` bytes.
+/// The command and the data set in one P-DATA PDU (two PDVs) when both fit in `frag` bytes of PDV data (the
+/// peer's maximum less one PDV header), else the command alone and then the data set in fragments of at most
+/// `frag` bytes.
 fn send_message(
     assoc: &mut ClientAssociation<std::net::TcpStream>,
     pc: u8,
@@ -515,13 +522,14 @@ fn send_message(
     frag: usize,
 ) -> Result<(), UlError> {
     let pdv = |value_type, is_last, data| PDataValue { presentation_context_id: pc, value_type, is_last, data };
-    assoc.send(&Pdu::PData { data: vec![pdv(PDataValueType::Command, true, command)] })?;
-    let n = data.len().div_ceil(frag).max(1);
+    let command = pdv(PDataValueType::Command, true, command);
+    if command.data.len() + data.len() + net_pdu::PDV_OVERHEAD as usize <= frag {
+        return assoc.send(&Pdu::PData { data: vec![command, pdv(PDataValueType::Data, true, data.to_vec())] });
+    }
+    assoc.send(&Pdu::PData { data: vec![command] })?;
+    let n = data.len().div_ceil(frag);
     for (i, chunk) in data.chunks(frag).enumerate() {
         assoc.send(&Pdu::PData { data: vec![pdv(PDataValueType::Data, i + 1 == n, chunk.to_vec())] })?;
-    }
-    if data.is_empty() {
-        assoc.send(&Pdu::PData { data: vec![pdv(PDataValueType::Data, true, Vec::new())] })?;
     }
     Ok(())
 }
@@ -537,6 +545,7 @@ fn read_response(
     let protocol = |reason: String| NetError::Protocol { peer: peer.into(), during: during.into(), reason };
     let mut asm = net_pdu::CommandAssembler::new(pc, cap);
     loop {
+        quick_ack(assoc.inner_stream());
         match assoc.receive().map_err(|e| ul_error(peer, during, e))? {
             Pdu::PData { data } => {
                 for pdv in data {
@@ -554,6 +563,30 @@ fn read_response(
             }
         }
     }
+}
+
+/// Acknowledge the peer's segments at once. dcmtk-based peers (storescp, Orthanc) write a response's PDU
+/// header and its command in two segments with Nagle's algorithm on, so the command waits for our ACK of the
+/// header, which Linux delays by ~40 ms: measured 45 ms per instance before, 2 ms after. Linux resets the
+/// option by itself, hence before every read. Best effort; elsewhere a no-op.
+fn quick_ack(stream: &std::net::TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor, a pointer to a c_int and its size, as setsockopt(2) asks.
+        let _ = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 /// Check that the response answers our message, and map its status.

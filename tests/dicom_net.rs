@@ -201,8 +201,9 @@ fn orthanc_stores_a_series_once_and_a_resend_adds_nothing() {
 }
 
 /// Start storescp writing into `dir`; waits until it accepts connections.
-fn storescp(dir: &Path, port: u16, max_pdu: u32) -> Killed {
+fn storescp(dir: &Path, port: u16, max_pdu: u32, extra: &[&str]) -> Killed {
     let child = Command::new("storescp")
+        .args(extra)
         .args(["-aet", "STORESCP", "--max-pdu", &max_pdu.to_string(), "-od"])
         .arg(dir)
         .arg(port.to_string())
@@ -236,7 +237,7 @@ fn storescp_receives_identical_instances_through_small_pdus() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _scp = storescp(dir.path(), port, 16384);
+    let _scp = storescp(dir.path(), port, 16384, &[]);
     let files = series_files();
     let opts = SendOptions { max_pdu: 16384, ..SendOptions::default() };
     let to = peer("STORESCP", port);
@@ -266,6 +267,57 @@ fn storescp_receives_identical_instances_through_small_pdus() {
     let small = SendOptions { max_pdu: 4096, ..SendOptions::default() };
     let s = send_series(&to, &aet("LDAE"), &[PathBuf::from(MULTIFRAME)], &small).expect("send with 4 KiB PDUs");
     assert!(s.is_complete(), "{s:?}");
+}
+
+#[test]
+fn an_abort_before_the_status_or_a_silent_peer_is_transient_and_nothing_counts_as_stored() {
+    if !common::tool("storescp", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = series_files();
+    let batch = infos(&files[..3]);
+    let policy =
+        RetryPolicy { max_attempts: 2, initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(20) };
+
+    // storescp --abort-after: A-ABORT after the C-STORE-RQ, before its response.
+    let port = free_port();
+    let scp = storescp(dir.path(), port, 16384, &["--abort-after"]);
+    let mut waits = Vec::new();
+    let o =
+        send_with_retry(&peer("STORESCP", port), &aet("LDAE"), &batch, &SendOptions::default(), &policy, &mut |d| {
+            waits.push(d)
+        });
+    drop(scp);
+    assert_eq!((o.attempts, waits.len()), (2, 1), "retried once, on schedule: {o:?}");
+    assert!(matches!(o.error, Some(NetError::Aborted { .. })), "{:?}", o.error);
+    assert_eq!(o.stored(), 0, "an instance without the peer's status is not stored: {o:?}");
+    assert!(
+        matches!(o.instances[0].result, InstanceResult::Failed { sent: true, class: ErrorClass::Transient, .. }),
+        "{o:?}"
+    );
+    assert!(
+        matches!(o.instances[2].result, InstanceResult::Failed { sent: false, class: ErrorClass::Transient, .. }),
+        "{o:?}"
+    );
+    let msg = o.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("aborted") && msg.contains(&batch[0].sop_instance_uid), "names the instance: {msg}");
+
+    // storescp --sleep-after 3 (after each store) and our 1 s read limit: a timeout, transient.
+    let port = free_port();
+    let _scp = storescp(dir.path(), port, 16384, &["--sleep-after", "3"]);
+    let opts = SendOptions { io_timeout: Duration::from_secs(1), ..SendOptions::default() };
+    let t0 = Instant::now();
+    let o = send_series(&peer("STORESCP", port), &aet("LDAE"), &files[..2], &opts).expect("associated");
+    assert!(t0.elapsed() < Duration::from_secs(3), "gave up after the read limit");
+    assert!(matches!(o.error, Some(NetError::Timeout { .. })), "{:?}", o.error);
+    assert_eq!(o.error.as_ref().map(NetError::class), Some(ErrorClass::Transient));
+    // storescp answers the first instance, then sleeps: the first counts, the second does not.
+    assert!(o.instances[0].result.is_stored(), "{o:?}");
+    assert!(
+        matches!(o.instances[1].result, InstanceResult::Failed { sent: true, class: ErrorClass::Transient, .. }),
+        "{o:?}"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod jpegls;
 pub mod net;
 pub mod net_context;
 pub mod net_pdu;
+pub mod net_peer;
 pub mod net_retry;
 pub mod net_status;
 pub mod pixels;

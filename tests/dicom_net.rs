@@ -19,6 +19,8 @@ use ldae::dicom::net::{
 use ldae::limits::Limits;
 
 const SERIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/explicit_vr_le");
+const JPEG_LS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/jpeg_ls_lossless");
+const RANDOM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/bad/random_bytes.dcm");
 const MULTIFRAME: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/enhanced_multiframe/ENH0001.dcm");
 
@@ -198,6 +200,25 @@ fn orthanc_stores_a_series_once_and_a_resend_adds_nothing() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("stored  ")).count(), 24, "{stdout}");
     assert!(stdout.contains("24/24 stored"), "{stdout}");
     assert_eq!(orthanc.count("/instances"), 25);
+
+    // A compressed series goes out in its own transfer syntax (JPEG-LS), a file that is not DICOM is named on the
+    // one error line, and the rest of the command still runs.
+    let out = ldae().args(["send", JPEG_LS, RANDOM, "--to", &to, "--json"]).output().expect("run ldae send");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("random_bytes.dcm") && errors[0].contains("not a DICOM file"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let jls = &report["series"][0];
+    assert_eq!(jls["stored"], 24, "{report}");
+    assert!(jls["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .all(|i| i["transfer_syntax"] == "1.2.840.10008.1.2.4.80"));
+    assert_eq!(report["unreadable"].as_array().map(Vec::len), Some(1));
+    assert_eq!(orthanc.count("/instances"), 49);
 }
 
 /// Start storescp writing into `dir`; waits until it accepts connections.

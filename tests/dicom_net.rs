@@ -291,6 +291,49 @@ fn storescp_receives_identical_instances_through_small_pdus() {
 }
 
 #[test]
+fn a_peer_taking_implicit_vr_only_gets_re_encoded_data_and_a_compressed_series_has_no_context() {
+    if !common::tool("storescp", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _scp = storescp(dir.path(), port, 16384, &["+xi"]);
+    let to = peer("STORESCP", port);
+    // Explicit VR LE files, re-encoded in Implicit VR LE (the only syntax accepted): same UIDs, same pixels.
+    let files = series_files()[..4].to_vec();
+    let o = send_series(&to, &aet("LDAE"), &files, &SendOptions::default()).expect("send");
+    assert!(o.is_complete(), "{o:?}");
+    assert!(o.instances.iter().all(|i| i.transfer_syntax.as_deref() == Some("1.2.840.10008.1.2")), "{o:?}");
+    let received: Vec<PathBuf> = wait_for(10.0, || {
+        let v: Vec<PathBuf> = std::fs::read_dir(dir.path()).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        (v.len() == 4).then_some(v)
+    })
+    .expect("storescp wrote 4 files");
+    assert_eq!(pixels_by_uid(&files), pixels_by_uid(&received));
+    for r in &received {
+        let obj = dicom_object::open_file(r).expect("open received");
+        assert_eq!(obj.meta().transfer_syntax().trim_end_matches('\0'), "1.2.840.10008.1.2");
+    }
+    // JPEG-LS data is not transcoded: no accepted context, a terminal error before anything is sent.
+    let jls: Vec<PathBuf> =
+        std::fs::read_dir(JPEG_LS).expect("dir").map(|e| e.expect("entry").path()).take(2).collect();
+    let e = send_series(&to, &aet("LDAE"), &jls, &SendOptions::default()).expect_err("no context");
+    assert!(matches!(e, NetError::NoContext { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Terminal);
+    // Mixed: the uncompressed instance is stored, the compressed one fails on its own (terminal), same association.
+    let mixed = [files[0].clone(), jls[0].clone()];
+    let o = send_series(&to, &aet("LDAE"), &mixed, &SendOptions::default()).expect("send mixed");
+    assert!(o.instances[0].result.is_stored(), "{o:?}");
+    match &o.instances[1].result {
+        InstanceResult::Failed { class: ErrorClass::Terminal, sent: false, reason } => {
+            assert!(reason.contains("1.2.840.10008.1.2.4.80"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(o.error.is_none() && !o.is_complete());
+}
+
+#[test]
 fn an_abort_before_the_status_or_a_silent_peer_is_transient_and_nothing_counts_as_stored() {
     if !common::tool("storescp", &["--version"]) {
         return;

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_header_bytes: u64,
     /// Most instances (files) of one series that a snapshot lists and a synthetic series references.
     pub max_series_instances: u64,
+    /// Largest PDU ldae accepts from a DICOM peer (announced as its Maximum Length when associating; a PDU or a
+    /// response command claiming more is refused before it is buffered) and the largest it sends.
+    pub max_pdu_bytes: u32,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_dim: 1 << 14,              // 16384 pixels along one axis
             max_header_bytes: 1 << 26,     // 64 MiB; real headers (enhanced MR included) are under a few MiB
             max_series_instances: 1 << 14, // 16384 files; a 1 mm head is ~200 slices, a long fMRI run ~4000
+            max_pdu_bytes: 1 << 16,        // 64 KiB; Orthanc's default is 16 KiB, dcmtk's 16 KiB
         }
     }
 }
@@ -106,6 +110,9 @@ impl Limits {
         }
         if self.max_series_instances == 0 {
             return Err(("limits.max_series_instances", "must be > 0"));
+        }
+        if !(4096..=1 << 26).contains(&self.max_pdu_bytes) {
+            return Err(("limits.max_pdu_bytes", "must be in 4096..=67108864"));
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
+pub mod send;
 pub mod serve;
 pub mod synthetic;
 pub mod timeline;
@@ -85,6 +86,8 @@ pub enum Command {
     /// The synthetic timepoints made so far.
     #[command(subcommand)]
     Synthetic(synthetic::SyntheticCommand),
+    /// Send DICOM files or folders to a PACS by C-STORE (one association per series).
+    Send(send::SendArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -147,5 +150,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
         Command::Probe(c) => probe::run(c),
+        Command::Send(a) => send::run(a, &config),
     }
 }

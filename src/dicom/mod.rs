@@ -1,6 +1,6 @@
 //! DICOM in and out: header scan, series grouping/splitting, geometry (LPS↔RAS, slice order, spacing checks),
 //! pixel decoding to f32, source snapshots, deterministic UIDs and the synthetic-series writer ([`writer`]),
-//! and (later) C-STORE.
+//! and [`net`], which sends series to a PACS by C-STORE.
 //!
 //! The converter's flow: [`read::read_header`] on every file (in parallel, header only) → [`series`] groups the
 //! headers by SeriesInstanceUID and splits them (orientation, size, echo, acquisition, Image Type) →
@@ -16,6 +16,12 @@ pub mod geometry;
 pub mod guard;
 pub mod jpeg12;
 pub mod jpegls;
+pub mod net;
+pub mod net_context;
+pub mod net_pdu;
+pub mod net_peer;
+pub mod net_retry;
+pub mod net_status;
 pub mod pixels;
 pub mod read;
 pub mod reject;

@@ -35,6 +35,8 @@ pub struct Config {
     pub qc: crate::preprocess::qc::QcConfig,
     /// The gap policy: which missing timepoints of a patient are synthesised.
     pub longitudinal: crate::longitudinal::policy::LongitudinalConfig,
+    /// How synthetic series are written as DICOM and sent to the PACS.
+    pub delivery: crate::daemon::delivery::config::DeliveryConfig,
     pub model: ModelSection,
     pub jobs: JobsConfig,
     pub hooks: HooksConfig,
@@ -398,6 +400,9 @@ impl Config {
             return bad(key, message);
         }
         if let Err((key, message)) = self.longitudinal.validate() {
+            return bad(key, &message);
+        }
+        if let Err((key, message)) = self.delivery.validate() {
             return bad(key, &message);
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! their own. All state lives in the [`crate::store::Store`], so `kill -9` at any point loses nothing: on start,
 //! running jobs are requeued, pending series re-armed, and files still in the drop folders rescanned.
 
+pub mod delivery;
 pub mod digest;
 pub mod files;
 pub mod hooks;

@@ -21,7 +21,7 @@ use super::stages::StageError;
 pub(super) struct Loaded {
     dir: PathBuf,
     device: DeviceKind,
-    digest: String,
+    pub(super) digest: String,
     pub(super) id: String,
     pub(super) version: String,
     pub(super) model: Ldae,

@@ -22,6 +22,7 @@ use crate::preprocess::resample::Grid;
 use crate::preprocess::transform::Transform;
 use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Store};
 
+use super::delivery::write::{write_fill_dicom, FillFacts};
 use super::files::sha256_bytes;
 use super::stages::StageError;
 
@@ -219,14 +220,24 @@ pub fn fill(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         let template = tensor_volume(&t, &affine).map_err(|e| StageError::Permanent(e.to_string()))?;
         let template_path = dir.join("synthetic-template.nii.gz");
         crate::nifti::write_nifti(&template_path, &template).map_err(|e| StageError::Retry(e.to_string()))?;
-        let path = match cfg.longitudinal.target_grid {
-            TargetGrid::Template => template_path,
+        let (path, dicom) = match cfg.longitudinal.target_grid {
+            // The template grid has no acquired Frame of Reference to share: NIfTI only.
+            TargetGrid::Template => (template_path, None),
             grid => {
                 let near = neighbour(&a, &b, req.target, grid);
                 let native = on_native_grid(cfg, &template, near)?;
                 let p = dir.join("synthetic.nii.gz");
                 crate::nifti::write_nifti(&p, &native).map_err(|e| StageError::Retry(e.to_string()))?;
-                p
+                let facts = FillFacts {
+                    model_id: &m.id,
+                    model_version: &m.version,
+                    model_digest: &m.digest,
+                    alpha: req.alpha,
+                    target: req.target,
+                    seed: req.seed,
+                };
+                let dicom = write_fill_dicom(store, cfg, job, &dir.join("dicom"), &native, (&a, &b, near), &facts)?;
+                (p, dicom)
             }
         };
         tracing::info!(job = job.id, patient = %req.patient_key, target = %dates::iso(req.target), alpha = req.alpha,
@@ -245,6 +256,7 @@ pub fn fill(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
                 seed: i64::try_from(req.seed).unwrap_or(i64::MAX),
                 path: path.to_string_lossy().into_owned(),
                 state: SyntheticState::Written,
+                dicom,
             }),
             ..Completion::default()
         })

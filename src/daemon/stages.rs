@@ -125,6 +125,20 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     let volume_key = super::digest::volume_key(&key, &cfg.convert);
     let dir = cfg.paths.outputs.join(safe_component(&series.series_uid)).join(&volume_key[..16]);
     let mut c = Completion::default();
+    // What a synthetic series written from this one will need (patient, study, equipment, Frame of Reference,
+    // technique, instance UIDs), kept in the store so writing works after the files are archived or deleted.
+    match crate::dicom::snapshot::SourceSnapshot::from_files(&paths, &cfg.limits) {
+        Ok(snap) => c.snapshot = serde_json::to_string(&snap).ok().map(|j| (series.id, j)),
+        Err(e) => {
+            let why = match e {
+                crate::dicom::snapshot::SnapshotError::Limit { source, .. } => source.to_string(),
+                crate::dicom::snapshot::SnapshotError::MixedSeries { .. } => "mixed series".into(),
+                crate::dicom::snapshot::SnapshotError::BadUid { what, .. } => format!("invalid {what}"),
+                _ => "unreadable header".into(),
+            };
+            tracing::warn!(series = %series.series_uid, "no source snapshot ({why}): no synthetic DICOM can take this series' grid");
+        }
+    }
     // [select]: every volume is stored; only the selected ones go on to registration.
     let mut selected = Vec::new();
     let mut skipped = Vec::new();

@@ -121,6 +121,8 @@ pub struct Completion {
     pub moved: Vec<(i64, String)>,
     /// A synthetic timepoint made by the job (kept once per content key).
     pub synthetic: Option<super::NewSynthetic>,
+    /// The series' source snapshot (JSON) for writing synthetic DICOM later: (series id, snapshot).
+    pub snapshot: Option<(i64, String)>,
     /// Synthetic timepoints the job moves to another state: (id, state, note).
     pub synthetic_states: Vec<(i64, crate::longitudinal::timeline::SyntheticState, String)>,
 }
@@ -248,6 +250,9 @@ impl Store {
         }
         if let Some(e) = &c.embedding {
             insert_embedding(&tx, e)?;
+        }
+        if let Some((series_ref, json)) = &c.snapshot {
+            tx.execute("UPDATE series SET snapshot = ?2 WHERE id = ?1", params![series_ref, json])?;
         }
         if let Some(s) = &c.synthetic {
             super::synthetic::insert_synthetic(&tx, s)?;

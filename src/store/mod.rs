@@ -33,7 +33,7 @@ pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
 pub use status::{JobCount, SeriesSummary, StatusReport};
-pub use synthetic::{EncodedScan, NewSynthetic, SyntheticRow};
+pub use synthetic::{EncodedScan, NewSynthetic, SyntheticDicom, SyntheticRow};
 
 /// The migrations, in order. `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[(&str, &str)] = &[

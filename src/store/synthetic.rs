@@ -52,6 +52,19 @@ pub struct NewSynthetic {
     pub seed: i64,
     pub path: String,
     pub state: SyntheticState,
+    /// The DICOM series written for it, if any.
+    pub dicom: Option<SyntheticDicom>,
+}
+
+/// Where a synthetic timepoint's DICOM went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticDicom {
+    pub study_uid: String,
+    pub series_uid: String,
+    /// The SOP Class UID.
+    pub sop_class: String,
+    /// The folder holding its files (the outbox entry).
+    pub dir: String,
 }
 
 const COLS: &str = "s.id, p.patient_key, s.target_date, s.alpha, s.from_embedding, s.to_embedding, sa.series_uid, \
@@ -213,6 +226,22 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("embedding {embedding_id}")))
     }
 
+    /// The source snapshot (JSON) taken at a series' conversion.
+    pub fn series_snapshot(&self, series_uid: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row("SELECT snapshot FROM series WHERE series_uid = ?1", [series_uid], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// A synthetic timepoint by its content key.
+    pub fn synthetic_by_key(&self, content_key: &str) -> Result<Option<SyntheticRow>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(&format!("SELECT {COLS} WHERE s.content_key = ?1"))?;
+        Ok(st.query_row([content_key], row).optional()?)
+    }
+
     /// The patient key of a series.
     pub fn patient_key_of_series(&self, series_ref: i64) -> Result<String, StoreError> {
         let conn = self.lock();
@@ -260,8 +289,9 @@ pub(super) fn insert_synthetic(tx: &Transaction<'_>, s: &NewSynthetic) -> Result
     let t = now();
     tx.execute(
         "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
-         created_at, content_key, state, model_id, model_version, steps, seed, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?7)",
+         created_at, content_key, state, model_id, model_version, steps, seed, updated_at, dicom_study_uid, \
+         dicom_series_uid, sop_class, dicom_dir) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?7, ?14, ?15, ?16, ?17)",
         params![
             patient_ref,
             s.from_embedding,
@@ -275,7 +305,11 @@ pub(super) fn insert_synthetic(tx: &Transaction<'_>, s: &NewSynthetic) -> Result
             s.model_id,
             s.model_version,
             s.steps,
-            s.seed
+            s.seed,
+            s.dicom.as_ref().map(|d| d.study_uid.as_str()),
+            s.dicom.as_ref().map(|d| d.series_uid.as_str()),
+            s.dicom.as_ref().map(|d| d.sop_class.as_str()),
+            s.dicom.as_ref().map(|d| d.dir.as_str())
         ],
     )?;
     let id = tx.last_insert_rowid();

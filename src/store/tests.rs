@@ -412,6 +412,7 @@ fn synthetic_timepoints_are_recorded_once_per_content_key_and_retired_not_delete
         seed: 7,
         path: "/o/synthetic.nii.gz".into(),
         state: SyntheticState::Written,
+        dicom: None,
     };
     let (id, inserted) = s.insert_synthetic(&new).unwrap();
     assert!(inserted);

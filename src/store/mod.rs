@@ -9,7 +9,8 @@
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
 //! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
-//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups).
+//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
+//! `timeline.rs` (one patient's series and synthetic scans, for `ldae report`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +25,7 @@ mod recovery;
 mod results;
 mod series;
 mod status;
+mod timeline;
 
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
@@ -32,6 +34,7 @@ pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
 pub use status::{JobCount, SeriesSummary, StatusReport};
+pub use timeline::{PatientRef, PatientSeries, SyntheticScanRow};
 
 /// The migrations, in order. `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[(&str, &str)] = &[

@@ -13,6 +13,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
+pub mod report;
 pub mod serve;
 pub mod weights;
 
@@ -72,6 +73,8 @@ pub enum Command {
     Quarantine(ops::QuarantineCommand),
     /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
     Preview(lookup_pictures::PreviewArgs),
+    /// One self-contained HTML page of a patient: timeline with previews, nearest neighbours, probe scores.
+    Report(report::ReportArgs),
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -134,5 +137,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
         Command::Probe(c) => probe::run(c),
+        Command::Report(a) => report::run(a, &config),
     }
 }

@@ -202,13 +202,15 @@ th{background:#e4e8ee}\
 .scores{margin:6px 0}\
 footer{padding:10px 24px 24px;font-size:12px;color:#5a6678}";
 
+/// The timeline's order: by date (undated last), acquired before synthetic on one date, then by series UID.
+pub fn timeline_order(a: &Timepoint, b: &Timepoint) -> std::cmp::Ordering {
+    (a.date.is_none(), &a.date, a.kind, &a.series_uid).cmp(&(b.date.is_none(), &b.date, b.kind, &b.series_uid))
+}
+
 /// The page.
 pub fn render(input: &ReportInput) -> String {
     let mut tps: Vec<&Timepoint> = input.timepoints.iter().collect();
-    // Date order (undated last), acquired before synthetic on one date, then by UID: deterministic.
-    tps.sort_by(|a, b| {
-        (a.date.is_none(), &a.date, a.kind, &a.series_uid).cmp(&(b.date.is_none(), &b.date, b.kind, &b.series_uid))
-    });
+    tps.sort_by(|a, b| timeline_order(a, b));
     let acquired = tps.iter().filter(|t| t.kind == ScanKind::Acquired).count();
     let synthetic = tps.len() - acquired;
     let mut h = String::with_capacity(64 * 1024);

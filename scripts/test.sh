@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(dcm2niix dicom3tools dcmtk orthanc elastix systemd python3 strace)
+PKGS=(dcm2niix dicom3tools dcmtk orthanc elastix systemd python3 strace chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine with Rust: installs the system packages the tests use
-# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze), then runs format, lint and every test.
+# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze, Chromium), then runs format, lint and every test.
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."

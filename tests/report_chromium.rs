@@ -5,7 +5,7 @@
 //! its date and a decoded, visibly non-uniform preview (the synthetic one with its red banner), the page fetches
 //! nothing and never names the patient, and the neighbours and probe scores equal an independent computation on
 //! the stored codes. Needs `chromium` (Debian) and the shared data: early returns go through `common::require`,
-//! which fails under LDAE_REQUIRE_ALL=1.
+//! which fails under LDAE_REQUIRE_ALL=1. `LDAE_KEEP_REPORT=DIR` keeps the page and the screenshot in DIR.
 
 mod common;
 mod daemon_util;
@@ -192,6 +192,13 @@ fn report_renders_every_timepoint_in_chromium() {
         .expect("insert synthetic scan");
     }
 
+    // Errors name what is missing: an unknown patient; a configured probe file that is not there is named on the
+    // page (tested below through the foreign probe's row), not a failure.
+    let (code, _, err) = env.ldae(&["report", "NO-SUCH-PATIENT", "-o", env.path("x.html").to_str().expect("utf-8")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NO-SUCH-PATIENT") && err.contains("not in the store"), "{err}");
+    assert!(!env.path("x.html").exists());
+
     let report = env.path("report.html");
     let t1 = Instant::now();
     let (code, out, err) = env.ldae(&["report", "SIMLDAE01", "-o", report.to_str().expect("utf-8"), "--json"]);
@@ -284,6 +291,10 @@ fn report_renders_every_timepoint_in_chromium() {
         assert!(w.parse::<u32>().unwrap_or(0) >= 200 && h.parse::<u32>().unwrap_or(0) >= 100, "image not decoded: {n}");
     }
 
+    if let Some(keep) = std::env::var_os("LDAE_KEEP_REPORT") {
+        std::fs::copy(&shot, Path::new(&keep).join("shot.png")).expect("keep screenshot");
+        std::fs::copy(&report, Path::new(&keep).join("report.html")).expect("keep report");
+    }
     let img = image::open(&shot).expect("screenshot").to_rgb8();
     assert_eq!((img.width(), img.height()), (WIDTH, HEIGHT));
     let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();

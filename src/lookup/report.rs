@@ -286,7 +286,8 @@ fn card(h: &mut String, t: &Timepoint, probes: &[ProbeColumn]) {
     if !probes.is_empty() {
         h.push_str("<table class=\"scores\"><tr><th>Probe</th><th>Score</th></tr>");
         for (p, s) in probes.iter().zip(&t.scores) {
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", escape(&probe_title(p)), score_text(p, s));
+            let label = format!("{} ({})", probe_title(p), p.name);
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", escape(&label), score_text(p, s));
         }
         h.push_str("</table>");
     }

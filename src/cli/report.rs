@@ -255,3 +255,55 @@ fn nearest(all: &[EmbeddingRow], encoded: &[&EmbeddingRow], patient_key: &str, n
         hits,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, key: &str, date: &str, version: &str, y: [f32; 2]) -> EmbeddingRow {
+        EmbeddingRow {
+            id,
+            series_uid: format!("2.25.{id}"),
+            study_uid: format!("2.25.{id}0"),
+            patient_id: Some(key.trim_start_matches("id:\\").into()),
+            issuer: None,
+            patient_key: key.into(),
+            date: Some(date.into()),
+            study_date: Some(date.into()),
+            age: Some(70.0),
+            modality: Some("MR".into()),
+            description: None,
+            model_id: "demo".into(),
+            model_version: version.into(),
+            steps: Some(10),
+            preprocess_hash: "ph".into(),
+            codes_path: "/c".into(),
+            y_sem: y.to_vec(),
+        }
+    }
+
+    #[test]
+    fn neighbours_of_the_latest_scan_exclude_the_patient_and_other_versions() {
+        let all = vec![
+            row(1, "id:\\A", "20220101", "v1", [1.0, 0.0]),
+            row(2, "id:\\A", "20190101", "v1", [0.0, 1.0]),
+            row(3, "id:\\B", "20200101", "v1", [2.0, 0.1]),
+            row(4, "id:\\C", "20200101", "v1", [0.0, 3.0]),
+            row(5, "id:\\D", "20200101", "v2", [1.0, 0.0]),
+            row(6, "id:\\E", "20200101", "v1", [1.0, 1.0]),
+        ];
+        let own: Vec<&EmbeddingRow> = vec![&all[1], &all[0]];
+        let Neighbours::Found { query_series_uid, candidates, hits, model_version, .. } =
+            nearest(&all, &own, "id:\\A", 2, "demo")
+        else {
+            panic!("no neighbours")
+        };
+        assert_eq!((query_series_uid.as_str(), model_version.as_str(), candidates), ("2.25.1", "v1", 3));
+        let got: Vec<(&str, f32)> = hits.iter().map(|h| (h.patient.as_str(), h.score)).collect();
+        let b = 2.0 / (4.0f32 + 0.01).sqrt();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0, got[1].0), ("B", "E"));
+        assert!((got[0].1 - b).abs() < 1e-6 && (got[1].1 - 0.5f32.sqrt()).abs() < 1e-6, "{got:?}");
+        assert!(matches!(nearest(&all, &[], "id:\\A", 2, "demo"), Neighbours::Unavailable { .. }));
+    }
+}

@@ -33,6 +33,8 @@ pub struct Config {
     pub select: crate::dicom::select::SelectConfig,
     /// Thresholds a registration must pass to be encoded.
     pub qc: crate::preprocess::qc::QcConfig,
+    /// The gap policy: which missing timepoints of a patient are synthesised.
+    pub longitudinal: crate::longitudinal::policy::LongitudinalConfig,
     pub model: ModelSection,
     pub jobs: JobsConfig,
     pub hooks: HooksConfig,
@@ -189,6 +191,13 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         ModelSection { dir: PathBuf::from("../weights/demo"), device: DeviceKind::Cpu, steps: 10 }
+    }
+}
+
+impl ModelSection {
+    /// The model id stored with every embedding: the model folder's name (`demo` for weights/demo).
+    pub fn id(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
     }
 }
 
@@ -405,6 +414,9 @@ impl Config {
         }
         if let Err((key, message)) = self.qc.validate() {
             return bad(key, message);
+        }
+        if let Err((key, message)) = self.longitudinal.validate() {
+            return bad(key, &message);
         }
         Ok(())
     }

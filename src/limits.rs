@@ -29,18 +29,21 @@ pub struct Limits {
     /// Most bytes of one DICOM data set before Pixel Data (every other element together, after inflation): what
     /// reading a header may hold in memory.
     pub max_header_bytes: u64,
+    /// Most instances (files) of one series that a snapshot lists and a synthetic series references.
+    pub max_series_instances: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_voxels: 1 << 29,         // 536 M voxels: 2 GiB as f32; a 1 mm head is 7 M
-            max_element_bytes: 1 << 30,  // 1 GiB
-            max_frames: 1 << 14,         // 16384 frames / fragments
-            max_inflated_bytes: 1 << 31, // 2 GiB
-            max_nesting_depth: 16,       // real data sets nest 3–6 deep
-            max_dim: 1 << 14,            // 16384 pixels along one axis
-            max_header_bytes: 1 << 26,   // 64 MiB; real headers (enhanced MR included) are under a few MiB
+            max_voxels: 1 << 29,           // 536 M voxels: 2 GiB as f32; a 1 mm head is 7 M
+            max_element_bytes: 1 << 30,    // 1 GiB
+            max_frames: 1 << 14,           // 16384 frames / fragments
+            max_inflated_bytes: 1 << 31,   // 2 GiB
+            max_nesting_depth: 16,         // real data sets nest 3–6 deep
+            max_dim: 1 << 14,              // 16384 pixels along one axis
+            max_header_bytes: 1 << 26,     // 64 MiB; real headers (enhanced MR included) are under a few MiB
+            max_series_instances: 1 << 14, // 16384 files; a 1 mm head is ~200 slices, a long fMRI run ~4000
         }
     }
 }
@@ -100,6 +103,9 @@ impl Limits {
         }
         if self.max_header_bytes == 0 {
             return Err(("limits.max_header_bytes", "must be > 0"));
+        }
+        if self.max_series_instances == 0 {
+            return Err(("limits.max_series_instances", "must be > 0"));
         }
         Ok(())
     }

@@ -185,5 +185,28 @@ fn select_skips_qc_holds_patients_stay_apart_and_new_weights_encode_anew() {
     let mut q = db.prepare("SELECT DISTINCT model_version FROM embeddings").expect("prepare");
     let versions: Vec<String> = q.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
     assert_eq!(versions.len(), 2, "weights replaced in place must give a new model version: {versions:?}");
+
+    // `ldae timeline`: P1 now names two patients (two issuers), so the bare ID is refused with both keys; each key
+    // has its one encoded, dated scan and no gap.
+    let (code, _, err) = env.ldae(&["timeline", "P1"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("names 2 patients") && err.contains("id:HOSP_A\\P1") && err.contains("id:HOSP_B\\P1"),
+        "{err}"
+    );
+    let (code, out, err) = env.ldae(&["timeline", "id:HOSP_A\\P1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).expect("timeline json");
+    let points = t["points"].as_array().expect("points");
+    assert_eq!(points.len(), 1, "{t}");
+    assert_eq!(
+        (points[0]["kind"].as_str(), points[0]["series_uid"].as_str()),
+        (Some("acquired"), Some(uid(1).as_str()))
+    );
+    assert!(points[0]["date"].is_string(), "{t}");
+    assert_eq!(t["plan"]["fills"].as_array().map(Vec::len), Some(0), "{t}");
+    let (code, _, err) = env.ldae(&["timeline", "nobody"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no patient \"nobody\""), "{err}");
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
 }

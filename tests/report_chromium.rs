@@ -114,6 +114,10 @@ fn report_renders_every_timepoint_in_chromium() {
         sessions.push(dir);
     }
     let env = Env::with_model(1.0, 0.3);
+    // No gap filling by the daemon: the one synthetic scan is recorded below, so the timeline is known.
+    let mut cfg = std::fs::read_to_string(&env.config).expect("config");
+    cfg.push_str("\n[longitudinal]\nauto_fill = false\n");
+    std::fs::write(&env.config, cfg).expect("config");
     for (s, dir) in SESSIONS.iter().zip(&sessions) {
         let to = env.path(&format!("incoming/sub-01/{s}"));
         std::fs::create_dir_all(&to).expect("mkdir");
@@ -186,7 +190,7 @@ fn report_renders_every_timepoint_in_chromium() {
         let ((from, path), (to, _)) = (row("20200312"), row("20210318"));
         c.execute(
             "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
-             created_at) SELECT id, ?1, ?2, 0.5, '20200915', ?3, 1.0 FROM patients WHERE patient_id = 'SIMLDAE01'",
+             created_at) SELECT id, ?1, ?2, 0.5, '2020-09-15', ?3, 1.0 FROM patients WHERE patient_id = 'SIMLDAE01'",
             rusqlite::params![from, to, path],
         )
         .expect("insert synthetic scan");

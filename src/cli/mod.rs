@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod fill;
 pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
@@ -15,6 +16,8 @@ pub mod preprocess;
 pub mod probe;
 pub mod report;
 pub mod serve;
+pub mod synthetic;
+pub mod timeline;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -78,6 +81,13 @@ pub enum Command {
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
+    /// A patient's acquired and synthetic timepoints, with ages and the gaps the policy sees.
+    Timeline(timeline::TimelineArgs),
+    /// Ask the daemon for a synthetic timepoint of a patient at a date between two scans.
+    Fill(fill::FillArgs),
+    /// The synthetic timepoints made so far.
+    #[command(subcommand)]
+    Synthetic(synthetic::SyntheticCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -132,6 +142,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),
+        Command::Timeline(a) => timeline::run(a, &config),
+        Command::Fill(a) => fill::run(a, &config),
+        Command::Synthetic(c) => synthetic::run(c, &config),
         Command::Jobs(c) => ops::jobs(c, &config),
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),

@@ -8,12 +8,12 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
-use ndarray::Array3;
 
 use crate::model::codes::{load_codes, load_tensors, save_codes};
 use crate::model::ldae::{Codes, Ldae};
+use crate::model::tensor_volume::{tensor_volume, volume_tensor};
 use crate::nifti::{read_nifti, write_nifti};
-use crate::volume::{Affine, Volume};
+use crate::volume::Affine;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,17 +151,8 @@ impl Drop for Bar {
     }
 }
 
-fn volume_tensor(v: &Volume) -> anyhow::Result<Tensor> {
-    let [x, y, z] = v.shape();
-    let data: Vec<f32> = v.data.as_standard_layout().iter().copied().collect();
-    Ok(Tensor::from_vec(data, (1, 1, x, y, z), &Device::Cpu)?)
-}
-
 fn write_volume(path: &Path, t: &Tensor, affine: &Affine) -> anyhow::Result<()> {
-    let (_, _, x, y, z) = t.dims5()?;
-    let data = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let arr = Array3::from_shape_vec((x, y, z), data)?;
-    write_nifti(path, &Volume::new(arr, *affine)).with_context(|| format!("writing {}", path.display()))
+    write_nifti(path, &tensor_volume(t, affine)?).with_context(|| format!("writing {}", path.display()))
 }
 
 fn is_codes(p: &Path) -> bool {

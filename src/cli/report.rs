@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::config::Config;
+use crate::longitudinal::dates;
+use crate::longitudinal::timeline::SyntheticState;
 use crate::lookup::preview::preview_png;
 use crate::lookup::probe::sigmoid;
 use crate::lookup::probe_file::{load_probe, Probe, ProbeKind};
@@ -44,10 +46,7 @@ pub fn run(a: ReportArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
     let store = Store::open_existing_in(&cfg.paths.state)?;
     let patient = one_patient(&store, &a.patient)?;
-    let model_id = match &a.model {
-        Some(m) => m.clone(),
-        None => cfg.model.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-    };
+    let model_id = a.model.clone().unwrap_or_else(|| cfg.model.id());
     let all = store.embeddings(&model_id, &EmbeddingFilter::default(), true)?;
     let by_id: HashMap<i64, &EmbeddingRow> = all.iter().map(|r| (r.id, r)).collect();
     let probes: Vec<(ProbeColumn, Option<Probe>)> = cfg.lookup.probes.iter().map(|p| probe(p, &model_id)).collect();
@@ -78,7 +77,11 @@ pub fn run(a: ReportArgs, config: &Path) -> anyhow::Result<ExitCode> {
             scores: scores(&probes, emb.map(|e| e.y_sem.as_slice())),
         });
     }
-    for syn in store.synthetic_scans_of(&patient.patient_key)? {
+    for syn in store.synthetic_of_patient(&patient.patient_key)? {
+        // A planned fill has no volume yet.
+        if syn.state == SyntheticState::Planned {
+            continue;
+        }
         let from = syn.from_embedding.and_then(|id| by_id.get(&id).copied());
         let to = syn.to_embedding.and_then(|id| by_id.get(&id).copied());
         let age = match (from.and_then(|f| f.age), to.and_then(|t| t.age), syn.alpha) {
@@ -86,15 +89,23 @@ pub fn run(a: ReportArgs, config: &Path) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         let when = |e: Option<&EmbeddingRow>| e.map(|e| display_date(e.date.as_deref()));
-        let note = match (when(from), when(to), syn.alpha) {
+        let mut note = match (when(from), when(to), syn.alpha) {
             (Some(f), Some(t), Some(al)) => format!("Interpolated between the scans of {f} and {t} (α = {al:.2})."),
             _ => "Interpolated by the model.".into(),
         };
-        let (png, err) = draw(Path::new(&syn.path), &display_date(syn.target_date.as_deref()), true, &cfg);
+        if syn.state != SyntheticState::Written {
+            note.push_str(&format!(" State: {}.", syn.state.as_str()));
+        }
+        if let Some(n) = &syn.state_note {
+            note.push_str(&format!(" {n}"));
+        }
+        // Stored as YYYY-MM-DD; the timeline orders DICOM-style YYYYMMDD dates.
+        let date = syn.target_date.as_deref().map(|d| dates::parse(d).map(dates::dicom).unwrap_or_else(|| d.into()));
+        let (png, err) = draw(Path::new(&syn.path), &display_date(date.as_deref()), true, &cfg);
         let no_codes = vec![Score::Missing { reason: "not encoded".into() }; probes.len()];
         timepoints.push(Timepoint {
             kind: ScanKind::Synthetic,
-            date: syn.target_date.clone(),
+            date,
             age,
             series_uid: syn.dicom_series_uid.clone(),
             description: None,

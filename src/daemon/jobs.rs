@@ -49,6 +49,7 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 /// its series: a stage that panics on some input will panic on it again.
 pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
+        Pool::Model if job.kind == super::stage_fill::FILL => super::stage_fill::fill(store, cfg, job),
         Pool::Model => super::stage_encode::run(store, cfg, job),
         Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, job),
     }))

@@ -16,6 +16,7 @@ pub mod quarantine;
 pub mod run;
 pub mod stability;
 pub mod stage_encode;
+pub mod stage_fill;
 pub mod stage_preprocess;
 pub mod stages;
 pub mod systemd;

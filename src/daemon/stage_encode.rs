@@ -6,10 +6,11 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::config::{Config, DeviceKind};
 use crate::model::ldae::{no_progress, Ldae};
+use crate::model::tensor_volume::volume_tensor;
 use crate::store::{Completion, Job, NewEmbedding, SeriesUpdate, Store};
 
 use super::hooks::hook_jobs;
@@ -17,13 +18,13 @@ use super::stages::StageError;
 
 /// A loaded model: its directory, id (folder name), version (the first 16 hex digits of its weights digest,
 /// [`super::digest::model_digest`]) and device. A different folder, device or digest loads the model again.
-struct Loaded {
+pub(super) struct Loaded {
     dir: PathBuf,
     device: DeviceKind,
     digest: String,
-    id: String,
-    version: String,
-    model: Ldae,
+    pub(super) id: String,
+    pub(super) version: String,
+    pub(super) model: Ldae,
 }
 
 thread_local! {
@@ -39,7 +40,7 @@ fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     };
     let model = Ldae::load(&cfg.model.dir, &device, DType::F32)
         .map_err(|e| StageError::Permanent(format!("loading model {}: {e}", cfg.model.dir.display())))?;
-    let id = cfg.model.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let id = cfg.model.id();
     tracing::info!(model = %cfg.model.dir.display(), "model loaded on the model thread");
     Ok(Loaded {
         dir: cfg.model.dir.clone(),
@@ -51,7 +52,21 @@ fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     })
 }
 
-fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
+/// Run `f` with the model thread's model, (re)loaded when the configured directory, device or weights changed.
+pub(super) fn with_model<T>(cfg: &Config, f: impl FnOnce(&Loaded) -> Result<T, StageError>) -> Result<T, StageError> {
+    MODEL.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let digest = super::digest::model_digest(&cfg.model.dir).map_err(StageError::Retry)?;
+        if !slot.as_ref().is_some_and(|m| m.dir == cfg.model.dir && m.device == cfg.model.device && m.digest == digest)
+        {
+            *slot = Some(load(cfg, digest)?);
+        }
+        let Some(m) = slot.as_ref() else { return Err(StageError::Retry("model not loaded".into())) };
+        f(m)
+    })
+}
+
+pub(super) fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
     job.payload
         .get(key)
         .and_then(|v| v.as_str())
@@ -59,7 +74,7 @@ fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
 }
 
 /// Run it (on the model thread only).
-pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
+pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
     let key = text(job, "content_key")?.to_string();
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     if !cfg.model.dir.join("config.json").is_file() {
@@ -81,18 +96,9 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
     let ph = text(job, "preprocess_hash")?.to_string();
     let input =
         crate::nifti::read_nifti_limited(&input_path, &cfg.limits).map_err(|e| StageError::Retry(e.to_string()))?;
-    MODEL.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let digest = super::digest::model_digest(&cfg.model.dir).map_err(StageError::Retry)?;
-        if !slot.as_ref().is_some_and(|m| m.dir == cfg.model.dir && m.device == cfg.model.device && m.digest == digest)
-        {
-            *slot = Some(load(cfg, digest)?);
-        }
-        let Some(m) = slot.as_ref() else { return Err(StageError::Retry("model not loaded".into())) };
-        let [x, y, z] = input.shape();
-        let data: Vec<f32> = input.data.as_standard_layout().iter().copied().collect();
+    with_model(cfg, |m| {
         let err = |e: candle_core::Error| StageError::Permanent(format!("{}: {e}", input_path.display()));
-        let t = Tensor::from_vec(data, (1, 1, x, y, z), &Device::Cpu).map_err(err)?;
+        let t = volume_tensor(&input).map_err(|e| StageError::Permanent(format!("{}: {e}", input_path.display())))?;
         let codes = m
             .model
             .encode(&t, cfg.model.steps, &no_progress)
@@ -121,13 +127,18 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
                 note: None,
                 finished: true,
             }),
-            next: hook_jobs(
-                &cfg.hooks,
-                "series_encoded",
-                &format!("{key}:{}", m.version),
-                Some(series_ref),
-                serde_json::json!({ "series_uid": series_uid, "codes": codes_path, "model_id": m.id, "model_version": m.version }),
-            ),
+            next: {
+                let mut next = hook_jobs(
+                    &cfg.hooks,
+                    "series_encoded",
+                    &format!("{key}:{}", m.version),
+                    Some(series_ref),
+                    serde_json::json!({ "series_uid": series_uid, "codes": codes_path, "model_id": m.id, "model_version": m.version }),
+                );
+                let patient = store.patient_key_of_series(series_ref)?;
+                next.push(super::stage_fill::plan_job(&patient, &m.id, &format!("{key}:{}", m.version)));
+                next
+            },
             ..Completion::default()
         })
     })

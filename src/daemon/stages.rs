@@ -35,9 +35,9 @@ impl From<crate::store::StoreError> for StageError {
 }
 
 /// Job kinds run on the CPU worker pool.
-pub const CPU_KINDS: &[&str] = &["convert", "archive", "preprocess"];
+pub const CPU_KINDS: &[&str] = &["convert", "archive", "preprocess", super::stage_fill::PLAN];
 /// Job kinds run on the one model thread.
-pub const MODEL_KINDS: &[&str] = &["encode"];
+pub const MODEL_KINDS: &[&str] = &["encode", super::stage_fill::FILL];
 /// Job kinds run on the hook thread.
 pub const HOOK_KINDS: &[&str] = &["hook"];
 
@@ -78,6 +78,7 @@ pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, Sta
         "convert" => convert(store, cfg, job),
         "archive" => archive(store, cfg, job),
         "preprocess" => super::stage_preprocess::run(store, cfg, job),
+        super::stage_fill::PLAN => super::stage_fill::plan(store, cfg, job),
         "hook" => hook(cfg, job),
         other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
     }

@@ -1,5 +1,6 @@
 //! DICOM in and out: header scan, series grouping/splitting, geometry (LPS↔RAS, slice order, spacing checks),
-//! pixel decoding to f32, and (later) secondary-capture writing and C-STORE.
+//! pixel decoding to f32, source snapshots, deterministic UIDs and the synthetic-series writer ([`writer`]),
+//! and (later) C-STORE.
 //!
 //! The converter's flow: [`read::read_header`] on every file (in parallel, header only) → [`series`] groups the
 //! headers by SeriesInstanceUID and splits them (orientation, size, echo, acquisition, Image Type) →
@@ -20,6 +21,9 @@ pub mod read;
 pub mod reject;
 pub mod select;
 pub mod series;
+pub mod snapshot;
+pub mod uid;
+pub mod writer;
 
 use std::path::PathBuf;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::mem::InMemDicomObject;
-use dicom_object::OpenFileOptions;
+use dicom_object::{FileDicomObject, OpenFileOptions};
 
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -158,18 +158,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, DicomError> {
 /// Data contradicts ([`super::claims`]). Nothing is sized from the file before the pre-scan ([`super::guard`])
 /// has bounded it.
 pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, DicomError> {
-    let meta = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
-    if meta.len() == 0 {
-        return Err(DicomError::Empty { path: path.to_path_buf() });
-    }
-    if !meta.is_file() {
-        return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
-    }
-    let scan = super::guard::scan(path, limits)?;
-    // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
-    let cap = meta.len().saturating_add(16 << 20).max(limits.max_header_bytes);
-    let obj = crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
-        .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
+    let (obj, scan, file_size) = open_header_object(path, limits)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').trim().to_string();
     let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').trim().to_string();
     if sop_class == uids::MEDIA_STORAGE_DIRECTORY_STORAGE || obj.get(tags::DIRECTORY_RECORD_SEQUENCE).is_some() {
@@ -183,7 +172,7 @@ pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, 
         Some(_) => {}
     }
     let mut h = header_from_object(path, &obj, limits)?;
-    h.file_size = meta.len();
+    h.file_size = file_size;
     h.transfer_syntax = ts;
     if h.sop_class_uid.is_empty() {
         h.sop_class_uid = sop_class;
@@ -199,6 +188,28 @@ pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, 
     }
     super::claims::check(&h, &scan, limits)?;
     Ok(h)
+}
+
+/// A parsed header data set (everything before Pixel Data), its pre-scan and the file size.
+pub type HeaderObject = (FileDicomObject<InMemDicomObject>, super::guard::Scan, u64);
+
+/// Open one file's header (everything before Pixel Data) on the hardened path: a regular non-empty file,
+/// pre-scanned by [`super::guard::scan`] under `limits`, parsed with single allocations capped
+/// (`alloc_cap`). Every other reader of DICOM attributes (e.g. [`super::snapshot`]) goes through here.
+pub fn open_header_object(path: &Path, limits: &Limits) -> Result<HeaderObject, DicomError> {
+    let meta = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
+    if meta.len() == 0 {
+        return Err(DicomError::Empty { path: path.to_path_buf() });
+    }
+    if !meta.is_file() {
+        return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
+    }
+    let scan = super::guard::scan(path, limits)?;
+    // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
+    let cap = meta.len().saturating_add(16 << 20).max(limits.max_header_bytes);
+    let obj = crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
+        .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
+    Ok((obj, scan, meta.len()))
 }
 
 /// Collapse an error and its sources into one line.
@@ -407,20 +418,20 @@ fn uid(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     text(obj, tag)
 }
 
-fn multi_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {
+pub(crate) fn multi_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {
     obj.get(tag)
         .and_then(|e| e.to_multi_str().ok().map(|v| v.iter().map(|s| s.trim().to_string()).collect()))
         .unwrap_or_default()
 }
 
-fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
+pub(crate) fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
     let e = obj.get(tag)?;
     e.to_int::<i64>()
         .ok()
         .or_else(|| e.to_float64().ok().filter(|f| f.is_finite() && f.fract() == 0.0).map(|f| f as i64))
 }
 
-fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+pub(crate) fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
     obj.get(tag)?.to_float64().ok().filter(|f| f.is_finite())
 }
 

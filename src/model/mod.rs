@@ -15,5 +15,6 @@ pub mod manifest;
 pub mod ops;
 pub mod pickle;
 pub mod semantic;
+pub mod tensor_volume;
 pub mod unet;
 pub mod weights;

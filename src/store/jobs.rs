@@ -119,6 +119,10 @@ pub struct Completion {
     pub embedding: Option<NewEmbedding>,
     /// Instances whose file moved: (instance id, new path).
     pub moved: Vec<(i64, String)>,
+    /// A synthetic timepoint made by the job (kept once per content key).
+    pub synthetic: Option<super::NewSynthetic>,
+    /// Synthetic timepoints the job moves to another state: (id, state, note).
+    pub synthetic_states: Vec<(i64, crate::longitudinal::timeline::SyntheticState, String)>,
 }
 
 /// Insert a job unless its key exists. Returns whether it was inserted.
@@ -245,6 +249,12 @@ impl Store {
         if let Some(e) = &c.embedding {
             insert_embedding(&tx, e)?;
         }
+        if let Some(s) = &c.synthetic {
+            super::synthetic::insert_synthetic(&tx, s)?;
+        }
+        for (id, state, note) in &c.synthetic_states {
+            super::synthetic::set_state(&tx, *id, *state, Some(note))?;
+        }
         for (instance_id, path) in &c.moved {
             tx.execute("UPDATE instances SET path = ?2 WHERE id = ?1", params![instance_id, path])?;
         }
@@ -305,6 +315,18 @@ impl Store {
             .query_map(params![state.map(|s| s.as_str()), limit as i64], job_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The job with content key `key`, if any.
+    pub fn job_by_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
+                [key],
+                job_from_row,
+            )
+            .optional()?)
     }
 
     /// One job by id.

@@ -10,7 +10,7 @@
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
 //! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
 //! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
-//! `timeline.rs` (one patient's series and synthetic scans, for `ldae report`).
+//! `synthetic.rs` (synthetic timepoints), `patient_scans.rs` (one patient's series, for `ldae report`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -21,20 +21,22 @@ use rusqlite::{Connection, OptionalExtension};
 mod intake;
 mod jobs;
 mod lookup;
+mod patient_scans;
 mod recovery;
 mod results;
 mod series;
 mod status;
-mod timeline;
+mod synthetic;
 
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
+pub use patient_scans::{PatientRef, PatientSeries};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
 pub use status::{JobCount, SeriesSummary, StatusReport};
-pub use timeline::{PatientRef, PatientSeries, SyntheticScanRow};
+pub use synthetic::{EncodedScan, NewSynthetic, SyntheticRow};
 
 /// The migrations, in order. `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -45,6 +47,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_recovery", include_str!("migrations/0005_recovery.sql")),
     ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
     ("0007_lookup", include_str!("migrations/0007_lookup.sql")),
+    ("0008_synthetic", include_str!("migrations/0008_synthetic.sql")),
 ];
 
 /// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)

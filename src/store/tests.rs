@@ -345,3 +345,88 @@ fn embeddings_read_back_joined_and_filtered_by_model() {
     assert!(s.embeddings("demo", &other, false).unwrap().is_empty());
     assert_eq!(s.embeddings_generation("demo").unwrap(), EmbeddingsGeneration { count: 1, max_id: r.id });
 }
+
+/// Record, convert, register and encode one series of patient P1; returns its embedding id.
+fn encoded(s: &Store, sop: &str, series: &str, date: &str) -> i64 {
+    let h = InstanceFacts { study_date: Some(date.into()), ..header(sop, series) };
+    s.record_instance(&arrived(sop, sop), &h).unwrap();
+    let series_ref: i64 =
+        s.lock().query_row("SELECT id FROM series WHERE series_uid = ?1", [series], |r| r.get(0)).unwrap();
+    s.enqueue(&job(&format!("c-{series}"), series_ref)).unwrap();
+    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let vol = format!("/o/{series}.nii.gz");
+    let c = Completion {
+        volumes: vec![NewVolume {
+            series_ref,
+            content_key: format!("vk{series}"),
+            series_key: format!("k{series}"),
+            file_stem: "v".into(),
+            path: vol.clone(),
+            sidecar: None,
+            sha256: "s".into(),
+        }],
+        registration: Some(NewRegistration {
+            volume_path: vol.clone(),
+            preprocess_hash: "ph".into(),
+            transform_path: "/o/t.txt".into(),
+            model_input_path: "/o/m.nii.gz".into(),
+            metric: 0.7,
+            brain_coverage: 1.0,
+        }),
+        embedding: Some(NewEmbedding {
+            volume_path: vol,
+            preprocess_hash: "ph".into(),
+            model_id: "demo".into(),
+            model_version: "abc".into(),
+            path: format!("/o/{series}.safetensors"),
+            steps: Some(10),
+            y_sem: vec![1.0, 2.0],
+        }),
+        ..Completion::default()
+    };
+    s.complete(&j, &c).unwrap();
+    s.lock().query_row("SELECT MAX(id) FROM embeddings", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn synthetic_timepoints_are_recorded_once_per_content_key_and_retired_not_deleted() {
+    use crate::longitudinal::timeline::SyntheticState;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let a = encoded(&s, "9.1", "1.2.1", "20190314");
+    let b = encoded(&s, "9.2", "1.2.2", "20210318");
+    let keys = s.patient_keys("P1").unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(s.patient_keys(&keys[0]).unwrap(), keys);
+    assert!(s.patient_keys("nobody").unwrap().is_empty());
+    let new = NewSynthetic {
+        patient_key: keys[0].clone(),
+        content_key: "fill-1".into(),
+        target_date: "2020-03-14".into(),
+        alpha: 0.498,
+        from_embedding: a,
+        to_embedding: b,
+        model_id: "demo".into(),
+        model_version: "abc".into(),
+        steps: 10,
+        seed: 7,
+        path: "/o/synthetic.nii.gz".into(),
+        state: SyntheticState::Written,
+    };
+    let (id, inserted) = s.insert_synthetic(&new).unwrap();
+    assert!(inserted);
+    assert_eq!(s.insert_synthetic(&new).unwrap(), (id, false), "a rerun finds the row");
+    let rows = s.synthetic_of_patient(&keys[0]).unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.from_series_uid.as_deref(), r.to_series_uid.as_deref()), (Some("1.2.1"), Some("1.2.2")));
+    assert_eq!((r.state, r.target_date.as_deref(), r.seed), (SyntheticState::Written, Some("2020-03-14"), Some(7)));
+    s.set_synthetic_state(id, SyntheticState::Superseded, Some("scan of 2020-04-01 at its visit")).unwrap();
+    let r = s.synthetic(id).unwrap().expect("still there");
+    assert_eq!(r.state, SyntheticState::Superseded);
+    assert_eq!(r.state_note.as_deref(), Some("scan of 2020-04-01 at its visit"));
+    assert!(s.set_synthetic_state(id + 1, SyntheticState::Failed, None).is_err());
+    let unknown = NewSynthetic { patient_key: "id:\\nobody".into(), content_key: "fill-2".into(), ..new };
+    assert!(matches!(s.insert_synthetic(&unknown), Err(StoreError::NotFound(_))));
+    assert_eq!(s.synthetic_all(10).unwrap().len(), 1);
+}

@@ -1,6 +1,6 @@
-//! One patient's scans read back for `ldae report`: the patient found by PatientID or patient key, each stored
-//! series of that patient with its volume, model input (template space) and the newest embedding of one model,
-//! and the patient's synthetic scans (rows of `synthetic_scans`, written by gap filling).
+//! One patient's acquired scans read back for `ldae report`: the patient found by PatientID or patient key, and
+//! each stored series of that patient with its volume, model input (template space) and the newest embedding of
+//! one model. (Its synthetic scans: `synthetic.rs`.)
 
 use std::collections::BTreeMap;
 
@@ -37,24 +37,6 @@ pub struct PatientSeries {
     /// The newest embedding of the model asked for, when the series was encoded by it.
     pub embedding_id: Option<i64>,
     pub model_version: Option<String>,
-}
-
-/// A row of `synthetic_scans`: a volume the model made for a date the patient was not scanned on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SyntheticScanRow {
-    pub id: i64,
-    /// The embeddings it was interpolated between (ids in `embeddings`).
-    pub from_embedding: Option<i64>,
-    pub to_embedding: Option<i64>,
-    /// Interpolation weight: 0 at `from`, 1 at `to`.
-    pub alpha: Option<f64>,
-    /// The date it stands for, `YYYYMMDD`.
-    pub target_date: Option<String>,
-    /// The synthetic volume (NIfTI).
-    pub path: String,
-    /// The series UID it was exported to DICOM under, if it was.
-    pub dicom_series_uid: Option<String>,
-    pub created_at: f64,
 }
 
 /// Which of a series' rows to keep, larger first: (encoded by the model, registered, embedding id,
@@ -120,31 +102,6 @@ impl Store {
             }
         }
         Ok(best.into_values().map(|(_, row)| row).collect())
-    }
-
-    /// The synthetic scans of the patient `patient_key`, in id order.
-    pub fn synthetic_scans_of(&self, patient_key: &str) -> Result<Vec<SyntheticScanRow>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn.prepare_cached(
-            "SELECT s.id, s.from_embedding, s.to_embedding, s.alpha, s.target_date, s.path, s.dicom_series_uid, \
-             s.created_at FROM synthetic_scans s JOIN patients p ON p.id = s.patient_ref \
-             WHERE p.patient_key = ?1 ORDER BY s.id",
-        )?;
-        let rows = st
-            .query_map([patient_key], |r| {
-                Ok(SyntheticScanRow {
-                    id: r.get(0)?,
-                    from_embedding: r.get(1)?,
-                    to_embedding: r.get(2)?,
-                    alpha: r.get(3)?,
-                    target_date: r.get(4)?,
-                    path: r.get(5)?,
-                    dicom_series_uid: r.get(6)?,
-                    created_at: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
     }
 }
 
@@ -227,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn a_patients_series_models_and_synthetic_scans() {
+    fn a_patients_series_with_their_newest_model_input_and_embedding() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open_in(dir.path()).unwrap();
         stored(&s, "1.1", "20190314", true, Some("demo"));
@@ -247,25 +204,5 @@ mod tests {
         // Encoded by another model only: registered, but no embedding of "demo".
         assert_eq!((rows[1].embedding_id, rows[1].model_input_path.is_some()), (None, true));
         assert_eq!((rows[2].embedding_id, rows[2].model_input_path.as_deref()), (None, None));
-
-        assert!(s.synthetic_scans_of(&p[0].patient_key).unwrap().is_empty());
-        let (pid, eid): (i64, i64) = s
-            .lock()
-            .query_row("SELECT p.id, e.id FROM patients p, embeddings e LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap();
-        s.lock()
-            .execute(
-                "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
-                 created_at) VALUES (?1, ?2, ?2, 0.5, '20200101', '/o/syn.nii.gz', 5.0)",
-                rusqlite::params![pid, eid],
-            )
-            .unwrap();
-        let syn = s.synthetic_scans_of(&p[0].patient_key).unwrap();
-        assert_eq!(syn.len(), 1);
-        assert_eq!(
-            (syn[0].target_date.as_deref(), syn[0].alpha, syn[0].path.as_str(), syn[0].from_embedding),
-            (Some("20200101"), Some(0.5), "/o/syn.nii.gz", Some(eid))
-        );
-        assert!(s.synthetic_scans_of("id:\\P8").unwrap().is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! `ldae report` end to end: the real daemon encodes the simulated patient sub-01's four sessions (real DICOM,
-//! tests/data/shared) and another patient's series with the shipped template and demo model; a synthetic scan is
-//! recorded between two sessions and two probes are configured (one fitted on another model); then the page is
-//! opened in a real headless Chromium. Checked: the screenshot is not blank, every timepoint has its card with
+//! tests/data/shared) and another patient's series with the shipped template and demo model, and `ldae fill`
+//! makes a synthetic timepoint between two sessions; two probes are configured (one fitted on another model),
+//! then the page is opened in a real headless Chromium. Checked: the screenshot is not blank, every timepoint has its card with
 //! its date and a decoded, visibly non-uniform preview (the synthetic one with its red banner), the page fetches
 //! nothing and never names the patient, and the neighbours and probe scores equal an independent computation on
 //! the stored codes. Needs `chromium` (Debian) and the shared data: early returns go through `common::require`,
@@ -114,7 +114,7 @@ fn report_renders_every_timepoint_in_chromium() {
         sessions.push(dir);
     }
     let env = Env::with_model(1.0, 0.3);
-    // No gap filling by the daemon: the one synthetic scan is recorded below, so the timeline is known.
+    // No automatic gap filling: the one synthetic timepoint is asked for below, so the timeline is known.
     let mut cfg = std::fs::read_to_string(&env.config).expect("config");
     cfg.push_str("\n[longitudinal]\nauto_fill = false\n");
     std::fs::write(&env.config, cfg).expect("config");
@@ -137,6 +137,13 @@ fn report_renders_every_timepoint_in_chromium() {
         (s.len() == 5 && s.iter().all(|s| s["state"] == "encoded")).then_some(())
     });
     assert!(encoded.is_some(), "not all 5 series encoded: {:?}\n{}", env.status(), env.logs());
+    // A synthetic timepoint between the 2nd and 3rd sessions, made by the daemon (interpolated and decoded).
+    let (code, out, err) =
+        env.ldae(&["fill", "SIMLDAE01", "--date", "2020-09-15", "--wait", "--timeout", "120", "--json"]);
+    assert_eq!(code, 0, "{err}\n{}", env.logs());
+    let fill: serde_json::Value = serde_json::from_str(&out).expect("fill json");
+    assert_eq!(fill["synthetic"]["state"], "written", "{fill}");
+    let alpha = fill["fill"]["alpha"].as_f64().expect("alpha");
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
     let daemon_s = t0.elapsed().as_secs_f64();
 
@@ -174,28 +181,6 @@ fn report_renders_every_timepoint_in_chromium() {
     ));
     std::fs::write(&env.config, cfg).expect("config");
 
-    // A synthetic scan between the 2nd and 3rd sessions (its volume: the 2nd session's model input).
-    {
-        let c = rusqlite::Connection::open(&db).expect("db");
-        let row = |date: &str| -> (i64, String) {
-            c.query_row(
-                "SELECT e.id, r.model_input_path FROM embeddings e JOIN registrations r ON r.id = e.registration_ref \
-                 JOIN volumes v ON v.id = r.volume_ref JOIN series se ON se.id = v.series_ref \
-                 JOIN studies st ON st.id = se.study_ref WHERE COALESCE(se.acquisition_date, st.study_date) = ?1",
-                [date],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("session row")
-        };
-        let ((from, path), (to, _)) = (row("20200312"), row("20210318"));
-        c.execute(
-            "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
-             created_at) SELECT id, ?1, ?2, 0.5, '2020-09-15', ?3, 1.0 FROM patients WHERE patient_id = 'SIMLDAE01'",
-            rusqlite::params![from, to, path],
-        )
-        .expect("insert synthetic scan");
-    }
-
     // Errors name what is missing: an unknown patient; a configured probe file that is not there is named on the
     // page (tested below through the foreign probe's row), not a failure.
     let (code, _, err) = env.ldae(&["report", "NO-SUCH-PATIENT", "-o", env.path("x.html").to_str().expect("utf-8")]);
@@ -215,9 +200,9 @@ fn report_renders_every_timepoint_in_chromium() {
     let kinds: Vec<&str> = tps.iter().filter_map(|t| t["kind"].as_str()).collect();
     assert_eq!(kinds, ["acquired", "acquired", "synthetic", "acquired", "acquired"]);
     assert!(tps.iter().all(|t| t["preview_error"].is_null()), "{j}");
-    // Ages: the sessions' from the DICOM (birth 1950-06-02); the synthetic one halfway between its two.
+    // Ages: the sessions' from the DICOM (birth 1950-06-02); the synthetic one interpolated like its codes.
     let age = |i: usize| tps[i]["age"].as_f64().expect("age");
-    assert!((age(2) - (age(1) + age(3)) / 2.0).abs() < 1e-9, "{j}");
+    assert!((age(2) - (age(1) + alpha * (age(3) - age(1)))).abs() < 1e-9, "{j}");
 
     // Neighbours: the other patient only, with the cosine numpy-style arithmetic gives on the stored codes.
     let latest = codes.iter().find(|c| c.1 == "20220310").expect("latest");

@@ -96,6 +96,9 @@ pub fn run(a: ReportArgs, config: &Path) -> anyhow::Result<ExitCode> {
         if syn.state != SyntheticState::Written {
             note.push_str(&format!(" State: {}.", syn.state.as_str()));
         }
+        if let Some(m) = syn.model_id.as_deref().filter(|m| *m != model_id) {
+            note.push_str(&format!(" Made by model {m}."));
+        }
         if let Some(n) = &syn.state_note {
             note.push_str(&format!(" {n}"));
         }

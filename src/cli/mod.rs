@@ -14,6 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
+pub mod report;
 pub mod send;
 pub mod serve;
 pub mod synthetic;
@@ -76,6 +77,8 @@ pub enum Command {
     Quarantine(ops::QuarantineCommand),
     /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
     Preview(lookup_pictures::PreviewArgs),
+    /// One self-contained HTML page of a patient: timeline with previews, nearest neighbours, probe scores.
+    Report(report::ReportArgs),
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -151,5 +154,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preview(a) => lookup_pictures::preview(a),
         Command::Probe(c) => probe::run(c),
         Command::Send(a) => send::run(a, &config),
+        Command::Report(a) => report::run(a, &config),
     }
 }

@@ -19,6 +19,9 @@ truth with exactly the recipe of baselines.json, in two ways:
             and registration hand the encoder, template space on the model's grid) resampled to the truth grid,
             norm()-ed and combined as baselines (c)/(d) combine the DICOM: the ceiling of a model that merely
             reproduced its inputs on this grid (a coarse model grid costs detail here, before any weights);
+  converted_linear / converted_nearest: ldae's own conversion of the neighbours (native grid) mapped with the
+            exact transforms and combined like (c)/(d): a check of the conversion's geometry and of the mapping
+            (should land on baselines (c)/(d), which read the DICOM with pydicom);
   truth_via_model_grid: an oracle for the grid alone: the withheld truth sampled onto the model's grid and
             back (trilinear both ways).
 
@@ -268,6 +271,21 @@ def main():
         # What the model saw: each neighbour's model input (template space, the model's grid), combined as the
         # DICOM baselines (c)/(d) combine the DICOM. The best any model on this grid could do from ldae's own
         # preprocessing and registration, without learning anything.
+        # ldae's own conversion of each neighbour (native grid) mapped with the exact transform and combined like
+        # (c)/(d): must land on baselines (c)/(d), which do the same from pydicom; a check of the conversion's
+        # geometry and of the native mapping above.
+        conv = {}
+        for s in (a, c):
+            found = sorted(Path(rec["install"]).glob(f"outputs/{s['series_instance_uid']}/*/*.nii.gz"),
+                           key=lambda f: f.stat().st_mtime)
+            if found:
+                xf = json.loads((data / s["native_to_template"]).read_text())
+                t2n = np.array(xf["template_to_native_ras"], dtype=np.float64)
+                conv[s["session"]] = norm(resample(nib.load(found[-1]), t2n, shape, grid_affine), mask)
+        if len(conv) == 2:
+            lin = (1 - rec["alpha"]) * conv[a["session"]] + rec["alpha"] * conv[c["session"]]
+            scores["converted_linear"] = score(lin, truth, mask)
+            scores["converted_nearest"] = score(conv[near["session"]], truth, mask)
         inputs = {}
         for s in (a, c):
             found = sorted(Path(rec["install"]).glob(f"outputs/{s['series_instance_uid']}/*/reg-*/*_model_input.nii.gz"),
@@ -298,9 +316,10 @@ def main():
             shutil.rmtree(rec["install"], ignore_errors=True)
 
     print()
-    ours = ["template", "native", "input_linear", "input_nearest", "truth_via_model_grid"]
+    ours = ["template", "native", "input_linear", "input_nearest", "truth_via_model_grid", "converted_linear",
+            "converted_nearest"]
     head = f"{'subject':7} {'withheld':13} {'alpha':>6}  " + "  ".join(
-        f"{k[:18]:>18}" for k in [f"ldae {o}" for o in ours[:4]] + ["truth via grid"] + BASELINE_KEYS)
+        f"{k[:18]:>18}" for k in [f"ldae {o}" for o in ours[:4]] + ["truth via grid", "conv linear", "conv nearest"] + BASELINE_KEYS)
     print(head)
     print(" " * 29 + "  ".join(["SSIM / MSE".rjust(18)] * (len(ours) + len(BASELINE_KEYS))))
     cell = lambda s: f"{s[0]:.5f} / {s[1]:.2e}" if s else "-".rjust(18)

@@ -6,7 +6,7 @@ a fresh ldae installation in a temp dir (the repository's MNI template + mask, t
 [longitudinal] auto_fill = false), every session of the subject except s copied into incoming/, the real
 `ldae serve` started, a wait until every dropped series is encoded (`ldae status --json`), then
 `ldae fill PATIENTID --date <s's date> --wait --json`. The synthetic timepoint is scored against the withheld
-truth with exactly the recipe of baselines.json, in two ways:
+truth with exactly the recipe of baselines.json; next to it, references that locate the losses:
 
   template: the fill's template-space volume (synthetic-template.nii.gz, beside the native synthetic.nii.gz)
             resampled trilinearly onto the truth grid by world coordinates (ldae's template is MNI ICBM152
@@ -57,10 +57,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-from scipy.ndimage import map_coordinates
-from skimage.metrics import structural_similarity
+try:
+    import nibabel as nib
+    import numpy as np
+    from scipy.ndimage import map_coordinates
+    from skimage.metrics import structural_similarity
+except ImportError as e:
+    sys.exit(f"eval_fill.py needs numpy, scipy, nibabel and scikit-image ({e}); see the header of {__file__}")
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_KEYS = ["linear", "nearest", "dicom_linear", "dicom_nearest", "dicom_self"]

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod lookup;
 pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
 pub mod serve;
+pub mod similar;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -72,6 +74,10 @@ pub enum Command {
     Quarantine(ops::QuarantineCommand),
     /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
     Preview(lookup_pictures::PreviewArgs),
+    /// The stored scans most similar to a scan (exact cosine top-k on y_sem).
+    Similar(similar::SimilarArgs),
+    /// Write the stored embeddings as CSV, JSON lines or NPY (+ a CSV index).
+    Export(similar::ExportArgs),
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -133,6 +139,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
-        Command::Probe(c) => probe::run(c),
+        Command::Similar(a) => similar::similar(a, &config),
+        Command::Export(a) => similar::export(a, &config),
+        Command::Probe(c) => probe::run(c, &config),
     }
 }

@@ -99,7 +99,7 @@ pub struct ManipulateArgs {
     pub output: PathBuf,
 }
 
-fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
+pub(crate) fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
     let device = match run.device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => {
@@ -118,10 +118,10 @@ fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
 }
 
 /// A progress bar on a terminal, nothing otherwise.
-struct Bar(Option<Mutex<indicatif::ProgressBar>>);
+pub(crate) struct Bar(Option<Mutex<indicatif::ProgressBar>>);
 
 impl Bar {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         if std::io::stderr().is_terminal() {
             let pb = indicatif::ProgressBar::new(0);
             if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {elapsed}") {
@@ -133,7 +133,7 @@ impl Bar {
         }
     }
 
-    fn update(&self, stage: &str, done: usize, total: usize) {
+    pub(crate) fn update(&self, stage: &str, done: usize, total: usize) {
         if let Some(pb) = &self.0 {
             let pb = pb.lock().unwrap_or_else(|p| p.into_inner());
             pb.set_message(stage.to_string());
@@ -151,12 +151,6 @@ impl Drop for Bar {
     }
 }
 
-fn volume_tensor(v: &Volume) -> anyhow::Result<Tensor> {
-    let [x, y, z] = v.shape();
-    let data: Vec<f32> = v.data.as_standard_layout().iter().copied().collect();
-    Ok(Tensor::from_vec(data, (1, 1, x, y, z), &Device::Cpu)?)
-}
-
 fn write_volume(path: &Path, t: &Tensor, affine: &Affine) -> anyhow::Result<()> {
     let (_, _, x, y, z) = t.dims5()?;
     let data = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -164,7 +158,7 @@ fn write_volume(path: &Path, t: &Tensor, affine: &Affine) -> anyhow::Result<()> 
     write_nifti(path, &Volume::new(arr, *affine)).with_context(|| format!("writing {}", path.display()))
 }
 
-fn is_codes(p: &Path) -> bool {
+pub(crate) fn is_codes(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
@@ -178,9 +172,8 @@ fn codes_of(model: &Ldae, path: &Path, steps: usize, bar: &Bar) -> anyhow::Resul
         Ok((f.codes, f.affine.unwrap_or_else(|| default_affine(model))))
     } else {
         let v = read_nifti(path).with_context(|| format!("reading {}", path.display()))?;
-        let x = volume_tensor(&v)?;
         let codes = model
-            .encode(&x, steps, &|s, d, t| bar.update(s, d, t))
+            .encode_volume(&v, steps, &|s, d, t| bar.update(s, d, t))
             .with_context(|| format!("encoding {}", path.display()))?;
         Ok((codes, v.affine))
     }

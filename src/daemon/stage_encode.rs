@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::config::{Config, DeviceKind};
 use crate::model::ldae::{no_progress, Ldae};
@@ -39,16 +39,9 @@ fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     };
     let model = Ldae::load(&cfg.model.dir, &device, DType::F32)
         .map_err(|e| StageError::Permanent(format!("loading model {}: {e}", cfg.model.dir.display())))?;
-    let id = cfg.model.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let (id, version) = super::digest::model_identity(&cfg.model.dir, &digest);
     tracing::info!(model = %cfg.model.dir.display(), "model loaded on the model thread");
-    Ok(Loaded {
-        dir: cfg.model.dir.clone(),
-        device: cfg.model.device,
-        id,
-        version: digest[..16].to_string(),
-        digest,
-        model,
-    })
+    Ok(Loaded { dir: cfg.model.dir.clone(), device: cfg.model.device, id, version, digest, model })
 }
 
 fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
@@ -89,13 +82,10 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
             *slot = Some(load(cfg, digest)?);
         }
         let Some(m) = slot.as_ref() else { return Err(StageError::Retry("model not loaded".into())) };
-        let [x, y, z] = input.shape();
-        let data: Vec<f32> = input.data.as_standard_layout().iter().copied().collect();
         let err = |e: candle_core::Error| StageError::Permanent(format!("{}: {e}", input_path.display()));
-        let t = Tensor::from_vec(data, (1, 1, x, y, z), &Device::Cpu).map_err(err)?;
         let codes = m
             .model
-            .encode(&t, cfg.model.steps, &no_progress)
+            .encode_volume(&input, cfg.model.steps, &no_progress)
             .map_err(|e| StageError::Permanent(format!("encoding {}: {e}", input_path.display())))?;
         let dir = input_path.parent().unwrap_or(Path::new("."));
         let codes_path = dir.join(format!("codes-{}-{}.safetensors", super::files::safe_component(&m.id), m.version));

@@ -108,32 +108,75 @@ pub fn write_csv<W: Write>(w: &mut W, rows: &[EmbeddingRow], dim: usize) -> io::
     writeln!(w, "{head}")?;
     write_lines(w, rows, |r, s| {
         csv_line(&fields(r), s);
+        let mut buf = Vec::with_capacity(24);
         for v in r.y_sem.iter().take(dim) {
             s.push(',');
-            s.push_str(&v.to_string());
+            push_f32(s, *v, &mut buf);
         }
     })
+}
+
+/// One JSON-lines record (y_sem serialised as f32, shortest round-trip form).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    series_uid: &'a str,
+    patient_id: Option<&'a str>,
+    date: Option<&'a str>,
+    age: Option<f64>,
+    model: String,
+    study_uid: &'a str,
+    patient_key: &'a str,
+    issuer: Option<&'a str>,
+    study_date: Option<&'a str>,
+    modality: Option<&'a str>,
+    description: Option<&'a str>,
+    steps: Option<i64>,
+    preprocess_hash: &'a str,
+    codes_path: &'a str,
+    y_sem: &'a [f32],
 }
 
 /// JSON lines: one object per row with the identifier columns and `y_sem`.
 pub fn write_jsonl<W: Write>(w: &mut W, rows: &[EmbeddingRow]) -> io::Result<()> {
     write_lines(w, rows, |r, s| {
-        let f = fields(r);
-        let mut obj = serde_json::Map::new();
-        for (name, v) in COLUMNS.iter().zip(f) {
-            let value = match *name {
-                "age" => r.age.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null),
-                "steps" => r.steps.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null),
-                "patient_id" | "date" | "issuer" | "study_date" | "modality" | "description" if v.is_empty() => {
-                    serde_json::Value::Null
-                }
-                _ => serde_json::Value::String(v),
-            };
-            obj.insert((*name).to_string(), value);
-        }
-        obj.insert("y_sem".into(), serde_json::Value::from(r.y_sem.clone()));
-        s.push_str(&serde_json::Value::Object(obj).to_string());
+        let rec = Record {
+            series_uid: &r.series_uid,
+            patient_id: r.patient_id.as_deref(),
+            date: r.date.as_deref(),
+            age: r.age,
+            model: model_label(r),
+            study_uid: &r.study_uid,
+            patient_key: &r.patient_key,
+            issuer: r.issuer.as_deref(),
+            study_date: r.study_date.as_deref(),
+            modality: r.modality.as_deref(),
+            description: r.description.as_deref(),
+            steps: r.steps,
+            preprocess_hash: &r.preprocess_hash,
+            codes_path: &r.codes_path,
+            y_sem: &r.y_sem,
+        };
+        // Serialising plain strings and numbers cannot fail; a non-finite y_sem value becomes null.
+        s.push_str(&serde_json::to_string(&rec).unwrap_or_default());
     })
+}
+
+/// Append `v` in its shortest round-trip form (`NaN`, `inf`, `-inf` for the non-finite).
+fn push_f32(s: &mut String, v: f32, buf: &mut Vec<u8>) {
+    if !v.is_finite() {
+        s.push_str(if v.is_nan() {
+            "NaN"
+        } else if v > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        });
+        return;
+    }
+    buf.clear();
+    if serde_json::to_writer(&mut *buf, &v).is_ok() {
+        s.push_str(std::str::from_utf8(buf).unwrap_or("NaN"));
+    }
 }
 
 /// The NPY 1.0 header of a C-order `<f4` array of shape (n, e), padded so the data starts at a multiple of 64.
@@ -181,5 +224,11 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
+        let (mut s, mut b) = (String::new(), Vec::new());
+        for v in [0.1f32, -2.5e-8, f32::NAN, 3.0] {
+            push_f32(&mut s, v, &mut b);
+            s.push(' ');
+        }
+        assert_eq!(s, "0.1 -2.5e-8 NaN 3.0 ");
     }
 }

@@ -2,7 +2,8 @@
 //! encoded by `ldae serve` with the demo model, then
 //! - `ldae similar --format jsonl` equals the cosine top-k numpy computes from `ldae export --format npy`
 //!   (tests/data/lookup/numpy_topk.py), for every scan as the query and with `--patient`, `--since/--until` and
-//!   `--exclude-patient`: same rows in the same order, scores within 5e-7 (measured: 1.4e-7), and `-n` rows whenever that many pass;
+//!   `--exclude-patient`: same rows in the same order, scores within 5e-7 (measured: 1.4e-7), and `-n` rows
+//!   whenever that many pass;
 //! - a codes file and a DICOM folder (encoded on the fly) are queries too; bad queries fail naming the scan;
 //! - `ldae probe fit` on the store, with labels made from the manifest (age in years, keyed by patient + date;
 //!   and the disease stage `late` = two years or more after the patient's baseline, keyed by series UID: it varies

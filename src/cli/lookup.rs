@@ -176,6 +176,22 @@ impl Session {
         }
         let mut rows = self.rows(&EmbeddingFilter::default(), true)?;
         rows.retain(|r| r.id <= key.max_id);
+        if rows.is_empty() {
+            let versions: Vec<String> = self
+                .store
+                .embeddings(&self.model.id, &EmbeddingFilter::default(), false)?
+                .into_iter()
+                .map(|r| r.model_version)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            bail!(
+                "no embeddings of model {} (stored versions of {}: {})",
+                self.model,
+                self.model.id,
+                versions.join(", ")
+            );
+        }
         let m = Matrix::from_rows(key, rows)?;
         if let Err(e) = m.write(&path) {
             tracing::warn!("could not save the matrix cache: {e}");

@@ -97,14 +97,11 @@ impl Table {
     fn read(path: &Path) -> anyhow::Result<Table> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let split = |l: &str| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>();
-        let header = split(lines.next().with_context(|| format!("{}: empty CSV", path.display()))?);
+        let header = split_csv(lines.next().with_context(|| format!("{}: empty CSV", path.display()))?)
+            .with_context(|| format!("{}: line 1", path.display()))?;
         let mut rows = Vec::new();
         for (i, l) in lines.enumerate() {
-            if l.contains('"') {
-                bail!("{}: line {}: quoted fields are not supported", path.display(), i + 2);
-            }
-            let r = split(l);
+            let r = split_csv(l).with_context(|| format!("{}: line {}", path.display(), i + 2))?;
             if r.len() != header.len() {
                 bail!("{}: line {}: {} fields, header has {}", path.display(), i + 2, r.len(), header.len());
             }
@@ -115,6 +112,51 @@ impl Table {
 
     fn col(&self, name: &str) -> Option<usize> {
         self.header.iter().position(|h| h == name)
+    }
+}
+
+/// The fields of one CSV line (RFC 4180 quoting, as `ldae export` writes it; no line breaks inside fields),
+/// unquoted fields trimmed.
+fn split_csv(line: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => bail!("unterminated quoted field"),
+                }
+            }
+            match chars.next() {
+                None => {
+                    out.push(field);
+                    return Ok(out);
+                }
+                Some(',') => out.push(field),
+                Some(c) => bail!("{c:?} after a quoted field"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        out.push(field.trim().to_string());
+                        return Ok(out);
+                    }
+                    Some(',') => break,
+                    Some('"') => bail!("a quote inside an unquoted field"),
+                    Some(c) => field.push(c),
+                }
+            }
+            out.push(field.trim().to_string());
+        }
     }
 }
 
@@ -347,4 +389,17 @@ fn apply(a: ApplyArgs, config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_csv;
+
+    #[test]
+    fn csv_fields_quoted_as_export_writes_them() {
+        assert_eq!(split_csv("a, b ,c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(split_csv("1,\"T1, MPRAGE\",\"say \"\"hi\"\"\",").unwrap(), ["1", "T1, MPRAGE", "say \"hi\"", ""]);
+        assert!(split_csv("\"open,x").is_err());
+        assert!(split_csv("a\"b,c").is_err());
+    }
 }

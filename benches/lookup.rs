@@ -121,18 +121,30 @@ fn file_mb(p: &Path) -> f64 {
 
 fn main() {
     let n: usize = std::env::var("LDAE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let config = dir.path().join("ldae.toml");
+    // LDAE_BENCH_STORE=DIR keeps the filled store in DIR and reuses it on the next run (filling takes minutes).
+    let kept = std::env::var_os("LDAE_BENCH_STORE").map(std::path::PathBuf::from);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let root = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = &root;
+    let state = dir.join("state");
+    let config = dir.join("ldae.toml");
+    std::fs::create_dir_all(dir).expect("bench folder");
     std::fs::write(
         &config,
-        format!("[paths]\nstate = \"{}\"\n[model]\ndir = \"{}/no-model\"\n", state.display(), dir.path().display()),
+        format!("[paths]\nstate = \"{}\"\n[model]\ndir = \"{}/no-model\"\n", state.display(), dir.display()),
     )
     .expect("config");
     let mut rng = Rng(7);
-    let t = Instant::now();
-    fill(&Store::open_in(&state).expect("store"), n, &mut rng);
-    println!("lookup bench: {n} × {DIM} embeddings inserted through the store API in {:.1} s", ms(t) / 1e3);
+    let reuse = kept.is_some() && state.join("ldae.sqlite").is_file();
+    if reuse {
+        let _ = std::fs::remove_dir_all(state.join("lookup"));
+        println!("lookup bench: reusing the store in {}", dir.display());
+        rng = Rng(8);
+    } else {
+        let t = Instant::now();
+        fill(&Store::open_in(&state).expect("store"), n, &mut rng);
+        println!("lookup bench: {n} × {DIM} embeddings inserted through the store API in {:.1} s", ms(t) / 1e3);
+    }
     let sqlite = state.join("ldae.sqlite");
     println!("  database {:.0} MB", file_mb(&sqlite));
     let query: Vec<f32> = (0..DIM).map(|_| rng.next()).collect();
@@ -187,13 +199,14 @@ fn main() {
     let rows = s.rows(&EmbeddingFilter::default(), true).expect("rows");
     let read = ms(t);
     let write = |name: &str, f: &dyn Fn(&mut BufWriter<std::fs::File>) -> std::io::Result<()>| -> f64 {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         let t = Instant::now();
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&p).expect("create"));
         f(&mut w).expect("write");
         w.flush().expect("flush");
         let e = ms(t);
         println!("    {name}: {e:.0} ms, {:.0} MB", file_mb(&p));
+        let _ = std::fs::remove_file(&p);
         e
     };
     println!("  export of {} rows: read from SQLite {read:.0} ms, then", rows.len());

@@ -199,8 +199,13 @@ impl Default for ModelSection {
 impl ModelSection {
     /// The model id stored with every embedding: the model folder's name (`demo` for weights/demo).
     pub fn id(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        model_id(&self.dir)
     }
+}
+
+/// The model id of a model folder: its name.
+pub fn model_id(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 /// The persistent job queue.

@@ -127,7 +127,31 @@ fn file_mb(p: &Path) -> f64 {
     std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0)
 }
 
+/// The scan alone: top-10 over an in-memory 100 000 × 768 matrix of unit rows (what a warm query costs without
+/// the store), so the kernel's time is known even when the store part runs with fewer rows.
+fn kernel(rng: &mut Rng) {
+    const ROWS: usize = 100_000;
+    let mut m: Vec<f32> = (0..ROWS * DIM).map(|_| rng.next()).collect();
+    m.chunks_exact_mut(DIM).for_each(ldae::lookup::similar::normalise);
+    let times: Vec<f64> = (0..30)
+        .map(|_| {
+            let mut q: Vec<f32> = (0..DIM).map(|_| rng.next()).collect();
+            ldae::lookup::similar::normalise(&mut q);
+            let t = Instant::now();
+            std::hint::black_box(ldae::lookup::similar::top_k(&m, DIM, &q, 10, |_| true));
+            ms(t)
+        })
+        .collect();
+    println!(
+        "lookup bench: scan kernel, top-10 over {ROWS} × {DIM} in memory ({} threads): median {:.1} ms, max {:.1} ms",
+        rayon::current_num_threads(),
+        median(times.clone()),
+        times.iter().cloned().fold(0.0, f64::max)
+    );
+}
+
 fn main() {
+    kernel(&mut Rng(11));
     let n: usize = std::env::var("LDAE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     // LDAE_BENCH_STORE=DIR keeps the filled store in DIR and reuses it on the next run (filling takes minutes).
     let kept = std::env::var_os("LDAE_BENCH_STORE").map(std::path::PathBuf::from);

@@ -51,13 +51,13 @@ fn converted_affine(env: &Env, dir: &Path, name: &str) -> ldae::volume::Affine {
 
 #[test]
 fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() {
-    let Some(root) = common::require::shared_data("testdata/longitudinal/dicom/sub-01") else { return };
-    if !common::require::tool("dciodvfy", &["-version"]) || !common::require::tool("dcmdump", &["--version"]) {
+    let Some(root) = common::shared_data("testdata/longitudinal/dicom/sub-01") else { return };
+    if !common::tool("dciodvfy", &["-version"]) || !common::tool("dcmdump", &["--version"]) {
         return;
     }
     let (first, middle, last) = (root.join("ses-20190314"), root.join("ses-20210318"), root.join("ses-20220310"));
     if !middle.is_dir() {
-        common::require::require("testdata/longitudinal/dicom/sub-01/ses-20210318");
+        common::require("testdata/longitudinal/dicom/sub-01/ses-20210318");
         return;
     }
     let env = Env::with_model(1.0, 0.3);

@@ -4,7 +4,9 @@
 //! `synthetic_written` and `synthetic_delivered` hooks raised; then with `sop_class = "mr"` an explicit fill
 //! arrives as one instance per slice although the daemon is SIGKILLed during its delivery (restart: one copy per
 //! instance), and `ldae synthetic resend` adds nothing to Orthanc; last, a PACS that refuses our calling AE title
-//! ends the delivery after one attempt, the timepoint `failed` with the rejection as its reason.
+//! ends the delivery after one attempt, the timepoint `failed` with the rejection as its reason; a port where
+//! nothing listens is retried by the job queue and given up after `jobs.max_attempts`; resent to the real PACS,
+//! the failed timepoint is delivered.
 //! Needs Orthanc and the longitudinal test series (tests/data/shared); tests/common `tool`/`shared_data` fail the
 //! test under LDAE_REQUIRE_ALL=1 when they are missing.
 
@@ -60,9 +62,20 @@ fn orthanc_series(o: &Orthanc, uid: &str) -> Vec<String> {
 
 fn delivery_secs(env: &Env) -> Vec<f64> {
     let mut out = Vec::new();
-    for n in 0..4 {
+    for n in 0..6 {
         let log = std::fs::read_to_string(env.path(&format!("serve-{n}.log"))).unwrap_or_default();
-        for l in log.lines().filter(|l| l.contains("synthetic series delivered")) {
+        // Strip ANSI styling (the log's fields may be coloured).
+        let mut plain = String::with_capacity(log.len());
+        let mut esc = false;
+        for c in log.chars() {
+            match (esc, c) {
+                (false, '\u{1b}') => esc = true,
+                (true, 'm') => esc = false,
+                (true, _) => {}
+                (false, c) => plain.push(c),
+            }
+        }
+        for l in plain.lines().filter(|l| l.contains("synthetic series delivered")) {
             if let Some(v) = l.split("secs=").nth(1).and_then(|v| v.split_whitespace().next()) {
                 out.extend(v.parse::<f64>().ok());
             }
@@ -195,6 +208,35 @@ fn synthetic_series_reach_the_pacs_once_across_a_kill_a_resend_and_a_refusal() {
         0
     );
     assert_eq!(strict.count("/instances"), 0);
+    assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
+
+    // (e) Nothing listening is transient: the job queue retries it with backoff (jobs.max_attempts = 3), and
+    // the last attempt marks the timepoint failed. (f) Resent to the real PACS, it is delivered.
+    let silent = format!("ORTHANC@127.0.0.1:{}", common::orthanc::free_port());
+    env.set_extra(&extra(&silent, "sc", &hook));
+    let mut daemon = env.start(4);
+    let id = failed["id"].as_i64().expect("id").to_string();
+    let (code, _, err) = env.ldae(&["synthetic", "resend", &id]);
+    assert_eq!(code, 0, "{err}");
+    let gave_up = wait_for(60.0, || {
+        synthetic_on(&env, "2021-09-01").filter(|s| s["state_note"].as_str().is_some_and(|n| n.contains("gave up")))
+    });
+    let Some(gave_up) = gave_up else { panic!("no give-up: {}", env.logs()) };
+    let note = gave_up["state_note"].as_str().unwrap_or_default();
+    assert!(note.contains("after 3 attempt(s)") && note.contains("cannot connect"), "{note}");
+    assert_eq!(gave_up["state"], "failed");
+    let retried = "SELECT COUNT(*) FROM jobs WHERE key LIKE '%:resend-1' AND state = 'dead' AND attempts = 3";
+    assert_eq!(db_count(&env, retried), 1, "three attempts, then dead");
+    assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
+    env.set_extra(&extra(&to, "sc", &hook));
+    let mut daemon = env.start(5);
+    let (code, out, err) = env.ldae(&["synthetic", "resend", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(":resend-2"), "{out}");
+    let ok = wait_for(60.0, || synthetic_on(&env, "2021-09-01").filter(|s| s["state"] == "delivered"));
+    assert!(ok.is_some(), "{}", env.logs());
+    assert_eq!(pacs.count("/series"), 4);
+    assert_eq!(pacs.count("/instances"), 3 + slices);
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
     let secs = delivery_secs(&env);
     println!("delivery times (s): {secs:?}; whole test {:.1} s", t0.elapsed().as_secs_f64());

@@ -72,13 +72,13 @@ impl Store {
         Ok(rows)
     }
 
-    /// How many jobs of `kind` have a key starting with `prefix` (e.g. a timepoint's deliveries, for the resend
-    /// counter).
-    pub fn jobs_with_key_prefix(&self, kind: &str, prefix: &str) -> Result<usize, StoreError> {
+    /// How many jobs of `kind` have the key `key` or a key `key:…` (a timepoint's delivery and its resends, for
+    /// the resend counter).
+    pub fn jobs_with_key_prefix(&self, kind: &str, key: &str) -> Result<usize, StoreError> {
         let conn = self.lock();
         let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM jobs WHERE kind = ?1 AND substr(key, 1, length(?2)) = ?2",
-            [kind, prefix],
+            "SELECT COUNT(*) FROM jobs WHERE kind = ?1 AND (key = ?2 OR substr(key, 1, length(?2) + 1) = ?2 || ':')",
+            [kind, key],
             |r| r.get(0),
         )?;
         Ok(usize::try_from(n).unwrap_or(0))

@@ -182,3 +182,20 @@ pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
         ..Completion::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_keyed_by_its_timepoint_and_a_resend_counts() {
+        let first = deliver_job("fill:abc", 0);
+        assert_eq!((first.kind.as_str(), first.key.as_str()), (DELIVER, "deliver:fill:abc"));
+        assert_eq!(deliver_job("fill:abc", 0), first, "the same delivery is one job");
+        assert_eq!(deliver_job("fill:abc", 2).key, "deliver:fill:abc:resend-2");
+        let req: DeliverRequest = serde_json::from_value(deliver_job("fill:abc", 2).payload).unwrap();
+        assert_eq!(req, DeliverRequest { content_key: "fill:abc".into(), resend: 2 });
+        let old: DeliverRequest = serde_json::from_value(serde_json::json!({"content_key": "fill:abc"})).unwrap();
+        assert_eq!(old.resend, 0);
+    }
+}

@@ -46,7 +46,8 @@ fn synthetic_on(env: &Env, date: &str) -> Option<serde_json::Value> {
 fn extra(pacs: &str, sop_class: &str, hook: &Path) -> String {
     // A small maximum PDU makes each slice many PDUs: the SIGKILL lands inside the association.
     format!(
-        "[delivery]\npacs = \"{pacs}\"\nsop_class = \"{sop_class}\"\n[hooks]\ncommands = [\"{}\"]\n\
+        "[delivery]\npacs = \"{pacs}\"\nsop_class = \"{sop_class}\"\n\
+         [delivery.retry]\nmax_attempts = 2\ninitial_delay = 200\nmax_delay = 400\n[hooks]\ncommands = [\"{}\"]\n\
          [limits]\nmax_pdu_bytes = 4096\n",
         hook.display()
     )
@@ -210,8 +211,8 @@ fn synthetic_series_reach_the_pacs_once_across_a_kill_a_resend_and_a_refusal() {
     assert_eq!(strict.count("/instances"), 0);
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
 
-    // (e) Nothing listening is transient: the job queue retries it with backoff (jobs.max_attempts = 3), and
-    // the last attempt marks the timepoint failed. (f) Resent to the real PACS, it is delivered.
+    // (e) Nothing listening is transient: the job queue retries it after [delivery.retry]'s backoff, and its
+    // last attempt (max_attempts = 2, below jobs.max_attempts = 3) marks the timepoint failed. (f) Resent to the real PACS, it is delivered.
     let silent = format!("ORTHANC@127.0.0.1:{}", common::orthanc::free_port());
     env.set_extra(&extra(&silent, "sc", &hook));
     let mut daemon = env.start(4);
@@ -223,10 +224,10 @@ fn synthetic_series_reach_the_pacs_once_across_a_kill_a_resend_and_a_refusal() {
     });
     let Some(gave_up) = gave_up else { panic!("no give-up: {}", env.logs()) };
     let note = gave_up["state_note"].as_str().unwrap_or_default();
-    assert!(note.contains("after 3 attempt(s)") && note.contains("cannot connect"), "{note}");
+    assert!(note.contains("after 2 attempt(s)") && note.contains("cannot connect"), "{note}");
     assert_eq!(gave_up["state"], "failed");
-    let retried = "SELECT COUNT(*) FROM jobs WHERE key LIKE '%:resend-1' AND state = 'dead' AND attempts = 3";
-    assert_eq!(db_count(&env, retried), 1, "three attempts, then dead");
+    let retried = "SELECT COUNT(*) FROM jobs WHERE key LIKE '%:resend-1' AND state = 'dead' AND attempts = 2";
+    assert_eq!(db_count(&env, retried), 1, "two attempts, then dead");
     assert_eq!(terminate(&mut daemon, 30.0), Some(0), "{}", env.logs());
     env.set_extra(&extra(&to, "sc", &hook));
     let mut daemon = env.start(5);

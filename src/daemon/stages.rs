@@ -24,6 +24,10 @@ pub enum StageError {
     /// Might work later: retried with backoff until `jobs.max_attempts`.
     #[error("{0}")]
     Retry(String),
+    /// Like `Retry`, after the stage's own delay (a delivery follows `[delivery.retry]`), still within
+    /// `jobs.max_attempts`.
+    #[error("{0}")]
+    RetryAfter(String, std::time::Duration),
     /// Will not work as things are: dead-lettered at once (an operator can `ldae jobs retry` it).
     #[error("{0}")]
     Permanent(String),

@@ -5,8 +5,9 @@
 //! at once (`deliveries`), so a retry of the job — after a transient failure or a crash at any point — sends only
 //! what is still unconfirmed. An instance the peer stored but whose confirmation was lost in a crash is sent
 //! again under the same (deterministic) UIDs, and the PACS keeps its first copy: one copy in the end.
-//! Transient failures (connection refused, timeouts, A-ABORT, out of resources) are a [`StageError::Retry`]: the
-//! job queue's capped backoff retries them, and the last allowed attempt marks the timepoint `failed`. Terminal
+//! Transient failures (connection refused, timeouts, A-ABORT, out of resources) are a [`StageError::RetryAfter`]:
+//! the job queue runs the job again after `[delivery.retry]`'s capped backoff (nothing sleeps in the stage), and
+//! the last allowed attempt marks the timepoint `failed`. Terminal
 //! ones (association rejected, a failure status, an unreadable file) fail the job at once and mark the timepoint
 //! `failed` with the reason — no retry storm. When every instance is confirmed the timepoint is `delivered` and
 //! the `synthetic_delivered` hook is raised.
@@ -77,12 +78,14 @@ fn terminal(store: &Store, row: &SyntheticRow, reason: String) -> StageError {
     StageError::Permanent(reason)
 }
 
-/// A transient failure: retried by the job queue, except on the last allowed attempt (then terminal).
+/// A transient failure: retried after `[delivery.retry]`'s capped backoff, up to its `max_attempts` (and never
+/// past `jobs.max_attempts`); the last attempt is terminal.
 fn transient(store: &Store, cfg: &Config, job: &Job, row: &SyntheticRow, reason: String) -> StageError {
-    if job.attempts >= i64::from(cfg.jobs.max_attempts) {
-        return terminal(store, row, format!("gave up after {} attempt(s): {reason}", job.attempts));
+    let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+    match cfg.delivery.retry.next(attempt, ErrorClass::Transient) {
+        Some(wait) if job.attempts < i64::from(cfg.jobs.max_attempts) => StageError::RetryAfter(reason, wait),
+        _ => terminal(store, row, format!("gave up after {} attempt(s): {reason}", job.attempts)),
     }
-    StageError::Retry(reason)
 }
 
 /// Deliver one synthetic timepoint.

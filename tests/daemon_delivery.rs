@@ -193,8 +193,10 @@ fn synthetic_series_reach_the_pacs_once_across_a_kill_a_resend_and_a_refusal() {
     }));
     env.set_extra(&extra(&format!("ORTHANC@127.0.0.1:{}", strict.dicom), "sc", &hook));
     let mut daemon = env.start(3);
-    let (code, _, err) = env.ldae(&["fill", "SIMLDAE01", "--date", "2021-09-01"]);
-    assert_eq!(code, 0, "{err}");
+    // `ldae fill --wait` waits for the delivery too, and says it failed.
+    let (code, _, err) = env.ldae(&["fill", "SIMLDAE01", "--date", "2021-09-01", "--wait", "--timeout", "120"]);
+    assert_eq!(code, 2, "an error: {err}");
+    assert!(err.contains("written but not delivered") && err.contains("association rejected"), "{err}");
     let failed = wait_for(120.0, || synthetic_on(&env, "2021-09-01").filter(|s| s["state"] == "failed"));
     let Some(failed) = failed else { panic!("not failed: {:?}\n{}", synthetic_on(&env, "2021-09-01"), env.logs()) };
     let note = failed["state_note"].as_str().expect("a reason");

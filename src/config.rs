@@ -42,6 +42,7 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Bounds on what a file from outside may make ldae allocate.
     pub limits: crate::limits::Limits,
+    pub lookup: LookupConfig,
 }
 
 /// Where things live on disk.
@@ -198,8 +199,13 @@ impl Default for ModelSection {
 impl ModelSection {
     /// The model id stored with every embedding: the model folder's name (`demo` for weights/demo).
     pub fn id(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        model_id(&self.dir)
     }
+}
+
+/// The model id of a model folder: its name.
+pub fn model_id(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 /// The persistent job queue.
@@ -289,6 +295,14 @@ impl Default for HooksConfig {
     }
 }
 
+/// The researcher look-ups (`ldae report`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Probe files (`ldae probe fit` output) whose scores `ldae report` shows for every timepoint.
+    pub probes: Vec<PathBuf>,
+}
+
 impl Config {
     /// Parse and validate TOML text; `path` is used in errors.
     pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -329,6 +343,7 @@ impl Config {
         fix(&mut self.preprocess.template);
         fix(&mut self.preprocess.template_mask);
         fix(&mut self.model.dir);
+        self.lookup.probes.iter_mut().for_each(fix);
         // A bare command name (no '/') is looked up on PATH, not in the config's folder.
         self.hooks.commands.iter_mut().filter(|c| c.components().count() > 1).for_each(fix);
     }
@@ -400,6 +415,14 @@ impl Config {
         }
         if self.hooks.timeout_secs.is_nan() || self.hooks.timeout_secs <= 0.0 {
             return bad("hooks.timeout_secs", "must be > 0");
+        }
+        for (i, p) in self.lookup.probes.iter().enumerate() {
+            if p.as_os_str().is_empty() {
+                return bad(&format!("lookup.probes[{i}]"), "must be a probe file's path");
+            }
+            if self.lookup.probes[..i].contains(p) {
+                return bad(&format!("lookup.probes[{i}]"), "names the same probe file twice");
+            }
         }
         if let Err((key, message)) = self.limits.validate() {
             return bad(key, message);
@@ -480,6 +503,25 @@ mod tests {
     fn unknown_key_names_its_path() {
         let e = Config::from_toml_str(Path::new("c.toml"), "[stability]\nquiet_sec = 3\n").unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("quiet_sec"), "{e}");
+    }
+
+    #[test]
+    fn lookup_probes_resolve_against_the_config_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[lookup]\nprobes = [\"probes/ad.safetensors\", \"/abs/age.safetensors\"]\n").unwrap();
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(
+            cfg.lookup.probes,
+            vec![normalize(&dir.path().join("probes/ad.safetensors")), PathBuf::from("/abs/age.safetensors")]
+        );
+        let twice = "[lookup]\nprobes = [\"a.safetensors\", \"a.safetensors\"]\n";
+        let e = Config::from_toml_str(Path::new("c.toml"), twice).unwrap_err().to_string();
+        assert!(e.contains("lookup.probes[1]") && e.contains("twice"), "{e}");
+        let e = Config::from_toml_str(Path::new("c.toml"), "[lookup]\nprobes = [\"\"]\n").unwrap_err().to_string();
+        assert!(e.contains("lookup.probes[0]"), "{e}");
+        let e = Config::from_toml_str(Path::new("c.toml"), "[lookup]\nprobe = []\n").unwrap_err().to_string();
+        assert!(e.contains("lookup") && e.contains("probe"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn copy_session(src: &Path, dst: &Path) {
     }
 }
 
+/// The synthetic timepoints (none while the daemon has not created its database yet).
 fn synthetic(env: &Env) -> Vec<serde_json::Value> {
     let (code, out, err) = env.ldae(&["synthetic", "list", "--json"]);
     if code != 0 {
@@ -37,7 +38,7 @@ fn timeline(env: &Env) -> serde_json::Value {
 }
 
 fn dcmdump(file: &Path, tag: &str) -> String {
-    let out = Command::new("dcmdump").args(["+P", tag]).arg(file).output().expect("dcmdump");
+    let out = Command::new("dcmdump").args(["-Un", "+P", tag]).arg(file).output().expect("dcmdump");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -83,11 +84,12 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
     assert_eq!(t["plan"]["fills"].as_array().map(Vec::len), Some(0), "both gaps are filled: {t}");
     let s2020 = auto.iter().find(|s| s["target_date"] == "2020-03-14").expect("2020");
     let alpha = s2020["alpha"].as_f64().expect("alpha");
-    assert!((alpha - 366.0 / 727.0).abs() < 1e-9, "{alpha}");
+    // 2019-03-14 → 2020-03-14: 366 days; 2019-03-14 → 2022-03-10: 1092 days.
+    assert!((alpha - 366.0 / 1092.0).abs() < 1e-9, "{alpha}");
     assert_eq!(s2020["state"], "written");
 
     // Its DICOM: one multi-frame SC, marked, valid, on the grid and in the Frame of Reference of the nearer
-    // neighbour: 2022-03-10, 361 days after (2019-03-14 is 366 days before).
+    // neighbour: 2019-03-14, 366 days before (2022-03-10 is 726 days after).
     let dir = PathBuf::from(s2020["dicom_dir"].as_str().expect("dicom_dir"));
     let files = files_under(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
@@ -102,7 +104,7 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
     let errors: Vec<&str> =
         report.lines().filter(|l| l.starts_with("Error")).filter(|l| !l.contains("0x0008,0x001c")).collect();
     assert!(errors.is_empty(), "dciodvfy errors:\n{report}");
-    let near = &last;
+    let near = &first;
     let for_uid =
         |f: &Path| dcmdump(f, "0020,0052").split('[').nth(1).and_then(|s| s.split(']').next()).map(String::from);
     let src = files_under(near).into_iter().next().expect("a source file");
@@ -148,7 +150,15 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
     let Some(s) = settled else { panic!("not superseded: {:?}\n{}", synthetic(&env), env.logs()) };
     let fresh = s.iter().find(|x| x["state"] == "written").expect("the visit filled again");
     assert_eq!(fresh["target_date"], "2020-03-14");
-    assert_eq!(fresh["to_series_uid"], timeline(&env)["points"][2]["series_uid"], "new later neighbour: 2021-03-18");
+    let t = timeline(&env);
+    let scan_2021 = t["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .find(|p| p["kind"] == "acquired" && p["date"] == "2021-03-18")
+        .map(|p| p["series_uid"].clone());
+    assert_eq!(Some(fresh["to_series_uid"].clone()), scan_2021, "new later neighbour: 2021-03-18\n{t}");
+    assert_eq!(t["points"].as_array().map(Vec::len), Some(7), "3 acquired + 4 synthetic (3 superseded): {t}");
     let notes: Vec<&str> = s.iter().filter_map(|x| x["state_note"].as_str()).collect();
     assert!(
         notes.iter().any(|n| n.contains("at its visit")) && notes.iter().any(|n| n.contains("between its sources")),

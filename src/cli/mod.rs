@@ -9,13 +9,16 @@ use clap::{Parser, Subcommand};
 
 pub mod convert;
 pub mod fill;
+pub mod lookup;
 pub mod lookup_pictures;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
+pub mod report;
 pub mod send;
 pub mod serve;
+pub mod similar;
 pub mod synthetic;
 pub mod timeline;
 pub mod weights;
@@ -76,6 +79,12 @@ pub enum Command {
     Quarantine(ops::QuarantineCommand),
     /// Three orthogonal mid-slices of a NIfTI volume as one labelled PNG.
     Preview(lookup_pictures::PreviewArgs),
+    /// One self-contained HTML page of a patient: timeline with previews, nearest neighbours, probe scores.
+    Report(report::ReportArgs),
+    /// The stored scans most similar to a scan (exact cosine top-k on y_sem).
+    Similar(similar::SimilarArgs),
+    /// Write the stored embeddings as CSV, JSON lines or NPY (+ a CSV index).
+    Export(similar::ExportArgs),
     /// Fit and apply linear probes on stored y_sem codes.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -149,7 +158,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine(c) => ops::quarantine(c, &config),
         Command::Config(c) => ops::config(c, &config),
         Command::Preview(a) => lookup_pictures::preview(a),
-        Command::Probe(c) => probe::run(c),
         Command::Send(a) => send::run(a, &config),
+        Command::Report(a) => report::run(a, &config),
+        Command::Similar(a) => similar::similar(a, &config),
+        Command::Export(a) => similar::export(a, &config),
+        Command::Probe(c) => probe::run(c, &config),
     }
 }

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::model::codes::{load_codes, load_tensors, save_codes};
 use crate::model::ldae::{Codes, Ldae};
-use crate::model::tensor_volume::{tensor_volume, volume_tensor};
+use crate::model::tensor_volume::tensor_volume;
 use crate::nifti::{read_nifti, write_nifti};
 use crate::volume::Affine;
 
@@ -99,7 +99,7 @@ pub struct ManipulateArgs {
     pub output: PathBuf,
 }
 
-fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
+pub(crate) fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
     let device = match run.device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => {
@@ -118,10 +118,10 @@ fn load_model(run: &RunArgs) -> anyhow::Result<Ldae> {
 }
 
 /// A progress bar on a terminal, nothing otherwise.
-struct Bar(Option<Mutex<indicatif::ProgressBar>>);
+pub(crate) struct Bar(Option<Mutex<indicatif::ProgressBar>>);
 
 impl Bar {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         if std::io::stderr().is_terminal() {
             let pb = indicatif::ProgressBar::new(0);
             if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {elapsed}") {
@@ -133,7 +133,7 @@ impl Bar {
         }
     }
 
-    fn update(&self, stage: &str, done: usize, total: usize) {
+    pub(crate) fn update(&self, stage: &str, done: usize, total: usize) {
         if let Some(pb) = &self.0 {
             let pb = pb.lock().unwrap_or_else(|p| p.into_inner());
             pb.set_message(stage.to_string());
@@ -155,7 +155,7 @@ fn write_volume(path: &Path, t: &Tensor, affine: &Affine) -> anyhow::Result<()> 
     write_nifti(path, &tensor_volume(t, affine)?).with_context(|| format!("writing {}", path.display()))
 }
 
-fn is_codes(p: &Path) -> bool {
+pub(crate) fn is_codes(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
@@ -169,9 +169,8 @@ fn codes_of(model: &Ldae, path: &Path, steps: usize, bar: &Bar) -> anyhow::Resul
         Ok((f.codes, f.affine.unwrap_or_else(|| default_affine(model))))
     } else {
         let v = read_nifti(path).with_context(|| format!("reading {}", path.display()))?;
-        let x = volume_tensor(&v)?;
         let codes = model
-            .encode(&x, steps, &|s, d, t| bar.update(s, d, t))
+            .encode_volume(&v, steps, &|s, d, t| bar.update(s, d, t))
             .with_context(|| format!("encoding {}", path.display()))?;
         Ok((codes, v.affine))
     }

@@ -270,6 +270,9 @@ pub fn config(c: ConfigCommand, default: &Path) -> anyhow::Result<ExitCode> {
             println!("  preprocess.template = {}", cfg.preprocess.template.display());
             println!("  preprocess.template_mask = {}", cfg.preprocess.template_mask.display());
             println!("  model.dir = {}", cfg.model.dir.display());
+            for (i, probe) in cfg.lookup.probes.iter().enumerate() {
+                println!("  lookup.probes[{i}] = {}", probe.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,15 +1,22 @@
-//! `ldae probe fit|apply`: linear probes on y_sem. Rows come from an exported matrix (`--embeddings X.npy`,
-//! N×E float32, with `--index X.csv` naming `series_uid`, `patient_id` and optionally `date` per row, as
-//! `ldae export --format npy` writes them).
+//! `ldae probe fit|apply`: linear probes on y_sem. Rows come from the store (one model version's embeddings,
+//! the configured model or `--model`, see [`super::lookup`]) or from an exported matrix (`--embeddings X.npy`,
+//! N×E float32, with `--index X.csv` naming `series_uid`, `patient_id` and optionally `date`, `patient_key`
+//! per row, as `ldae export --format npy` writes them). Cross-validation folds are grouped by patient (the
+//! `patient_key` column when present, else `patient_id`); with fewer patients than `--folds`, each patient is
+//! its own fold.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
+use super::lookup::{FilterArgs, Session};
+use crate::lookup::export::model_label;
 use crate::lookup::probe_cv::{cross_validate, fit_probe, Target};
 use crate::lookup::probe_file::{load_probe, save_probe, Probe, ProbeKind, ProbeMeta};
+use crate::store::EmbeddingRow;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProbeCommand {
@@ -37,33 +44,46 @@ pub struct FitArgs {
     pub lambda: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// N×E float32 .npy of y_sem rows.
-    #[arg(long)]
-    pub embeddings: PathBuf,
-    /// CSV index of the rows (`series_uid`, `patient_id`, optional `date`, `model`).
-    #[arg(long)]
-    pub index: PathBuf,
+    /// N×E float32 .npy of y_sem rows, instead of the store's embeddings (needs --index).
+    #[arg(long, requires = "index")]
+    pub embeddings: Option<PathBuf>,
+    /// CSV index of the --embeddings rows (`series_uid`, `patient_id`, optional `date`, `model`, `patient_key`).
+    #[arg(long, requires = "embeddings")]
+    pub index: Option<PathBuf>,
+    /// Which stored embeddings (without --embeddings).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The probe file (weight, bias, mean, std: also a direction for `ldae manipulate`).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Print the cross-validation report as JSON (per-fold metrics, mean ± std, each row's fold).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
+    /// A probe file written by `ldae probe fit`.
     pub probe: PathBuf,
-    #[arg(long)]
-    pub embeddings: PathBuf,
-    #[arg(long)]
-    pub index: PathBuf,
+    /// Scans to score: stored series UIDs, codes files, model-input NIfTIs or DICOM folders (as `ldae similar`
+    /// takes them). None, and no --embeddings: every stored embedding of the model that passes the filters.
+    pub scans: Vec<String>,
+    /// N×E float32 .npy to score instead (needs --index).
+    #[arg(long, requires = "index", conflicts_with = "scans")]
+    pub embeddings: Option<PathBuf>,
+    #[arg(long, requires = "embeddings")]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// One JSON object per scan.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(c: ProbeCommand) -> anyhow::Result<ExitCode> {
+pub fn run(c: ProbeCommand, config: &Path) -> anyhow::Result<ExitCode> {
     match c {
-        ProbeCommand::Fit(a) => fit(a),
-        ProbeCommand::Apply(a) => apply(a),
+        ProbeCommand::Fit(a) => fit(a, config),
+        ProbeCommand::Apply(a) => apply(a, config),
     }
 }
 
@@ -77,14 +97,11 @@ impl Table {
     fn read(path: &Path) -> anyhow::Result<Table> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let split = |l: &str| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>();
-        let header = split(lines.next().with_context(|| format!("{}: empty CSV", path.display()))?);
+        let header = split_csv(lines.next().with_context(|| format!("{}: empty CSV", path.display()))?)
+            .with_context(|| format!("{}: line 1", path.display()))?;
         let mut rows = Vec::new();
         for (i, l) in lines.enumerate() {
-            if l.contains('"') {
-                bail!("{}: line {}: quoted fields are not supported", path.display(), i + 2);
-            }
-            let r = split(l);
+            let r = split_csv(l).with_context(|| format!("{}: line {}", path.display(), i + 2))?;
             if r.len() != header.len() {
                 bail!("{}: line {}: {} fields, header has {}", path.display(), i + 2, r.len(), header.len());
             }
@@ -95,6 +112,51 @@ impl Table {
 
     fn col(&self, name: &str) -> Option<usize> {
         self.header.iter().position(|h| h == name)
+    }
+}
+
+/// The fields of one CSV line (RFC 4180 quoting, as `ldae export` writes it; no line breaks inside fields),
+/// unquoted fields trimmed.
+fn split_csv(line: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => bail!("unterminated quoted field"),
+                }
+            }
+            match chars.next() {
+                None => {
+                    out.push(field);
+                    return Ok(out);
+                }
+                Some(',') => out.push(field),
+                Some(c) => bail!("{c:?} after a quoted field"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        out.push(field.trim().to_string());
+                        return Ok(out);
+                    }
+                    Some(',') => break,
+                    Some('"') => bail!("a quote inside an unquoted field"),
+                    Some(c) => field.push(c),
+                }
+            }
+            out.push(field.trim().to_string());
+        }
     }
 }
 
@@ -133,6 +195,40 @@ struct Rows {
     index: Table,
 }
 
+/// Rows from the store: the index columns an export writes, the vectors as f64.
+fn store_rows(rows: Vec<EmbeddingRow>) -> anyhow::Result<Rows> {
+    let e = rows.first().map_or(0, |r| r.y_sem.len());
+    let header = ["series_uid", "patient_id", "date", "model", "patient_key"].map(String::from).to_vec();
+    let mut x = Vec::with_capacity(rows.len() * e);
+    let mut index = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.y_sem.len() != e {
+            bail!("series {}: y_sem has {} values, the first row {e}", r.series_uid, r.y_sem.len());
+        }
+        x.extend(r.y_sem.iter().map(|v| f64::from(*v)));
+        let model = model_label(&r);
+        index.push(vec![
+            r.series_uid,
+            r.patient_id.unwrap_or_default(),
+            r.date.unwrap_or_default(),
+            model,
+            r.patient_key,
+        ]);
+    }
+    Ok(Rows { x, e, index: Table { header, rows: index } })
+}
+
+/// The rows a command works on: `--embeddings/--index`, else the store's.
+fn rows_of(emb: &Option<PathBuf>, index: &Option<PathBuf>, filter: &FilterArgs, config: &Path) -> anyhow::Result<Rows> {
+    match (emb, index) {
+        (Some(e), Some(i)) => load_rows(e, i),
+        _ => {
+            let s = Session::open(config, filter.model.as_deref())?;
+            store_rows(s.rows(&filter.filter(), true)?)
+        }
+    }
+}
+
 fn load_rows(emb: &Path, index: &Path) -> anyhow::Result<Rows> {
     let (x, n, e) = read_npy(emb)?;
     let index = Table::read(index)?;
@@ -149,14 +245,14 @@ fn index_name(n: usize) -> String {
     format!("index has {n} rows")
 }
 
-fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
+fn fit(a: FitArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if a.folds < 2 {
         bail!("--folds must be at least 2");
     }
     if !a.classes.is_empty() && a.classes.len() != 2 {
         bail!("--classes takes two classes, positive first, e.g. AD,CN");
     }
-    let rows = load_rows(&a.embeddings, &a.index)?;
+    let rows = rows_of(&a.embeddings, &a.index, &a.filter, config)?;
     let labels = Table::read(&a.labels)?;
     let tcol = labels.col(&a.target).with_context(|| format!("{}: no column {:?}", a.labels.display(), a.target))?;
     // Key: series_uid, else patient_id + date.
@@ -170,7 +266,7 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     };
     let key = |r: &[String], k: &[usize]| k.iter().map(|&i| r[i].as_str()).collect::<Vec<_>>().join("\u{1f}");
     let label_of: HashMap<String, String> = labels.rows.iter().map(|r| (key(r, &lkey), r[tcol].clone())).collect();
-    let pcol = rows.index.col("patient_id").unwrap_or(0);
+    let pcol = rows.index.col("patient_key").or(rows.index.col("patient_id")).unwrap_or(0);
     let scol = rows.index.col("series_uid").unwrap_or(0);
     let (mut x, mut groups, mut raw, mut series) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, r) in rows.index.rows.iter().enumerate() {
@@ -194,7 +290,22 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     } else {
         Target::Classes(raw.iter().map(|s| *s == a.classes[0]).collect())
     };
-    let cv = cross_validate(&x, rows.e, &target, &groups, a.folds, a.lambda, a.seed).context("cross-validation")?;
+    let patients = {
+        let mut g = groups.clone();
+        g.sort();
+        g.dedup();
+        g.len()
+    };
+    if patients < 2 {
+        bail!("cross-validation grouped by patient needs labelled rows of at least 2 patients; there are {patients}");
+    }
+    let folds = a.folds.min(patients);
+    if folds < a.folds {
+        eprintln!("{patients} patients: {folds} folds (one patient each) instead of {}", a.folds);
+    }
+    let cv = cross_validate(&x, rows.e, &target, &groups, folds, a.lambda, a.seed).with_context(|| {
+        format!("cross-validation ({} rows, {patients} patients, {folds} folds grouped by patient)", groups.len())
+    })?;
     let (z, m) = fit_probe(&x, rows.e, &target, a.lambda).context("final fit")?;
     let model = rows.index.col("model").and_then(|c| rows.index.rows.first().map(|r| r[c].clone())).unwrap_or_default();
     let summary: serde_json::Map<String, serde_json::Value> =
@@ -210,12 +321,6 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     };
     save_probe(&a.output, &Probe { meta, zscore: z, linear: m })
         .with_context(|| format!("writing {}", a.output.display()))?;
-    let patients = {
-        let mut g = groups.clone();
-        g.sort();
-        g.dedup();
-        g.len()
-    };
     if a.json {
         let out = serde_json::json!({
             "target": a.target, "rows": groups.len(), "patients": patients,
@@ -224,7 +329,7 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{out}");
     } else {
-        println!("{} rows, {} folds grouped by patient, λ = {}", groups.len(), a.folds, a.lambda);
+        println!("{} rows of {patients} patients, {folds} folds grouped by patient, λ = {}", groups.len(), a.lambda);
         for (k, s) in &cv.summary {
             match s {
                 Some(s) => println!("{k:>9}: {:.4} ± {:.4} ({} folds)", s.mean, s.std, s.folds),
@@ -235,30 +340,66 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
+fn apply(a: ApplyArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let p = load_probe(&a.probe)?;
-    let rows = load_rows(&a.embeddings, &a.index)?;
-    if rows.e != p.dim() {
-        bail!("{}: probe has {} features, {} has {}", a.probe.display(), p.dim(), a.embeddings.display(), rows.e);
+    let rows = if a.scans.is_empty() {
+        rows_of(&a.embeddings, &a.index, &a.filter, config)?
+    } else {
+        let s = Session::open(config, a.filter.model.as_deref())?;
+        let mut x = Vec::new();
+        let mut index = Vec::new();
+        for scan in &a.scans {
+            let q = s.query(scan)?;
+            if q.y_sem.len() != p.dim() {
+                bail!("{scan}: y_sem has {} values, the probe {} features", q.y_sem.len(), p.dim());
+            }
+            x.extend(q.y_sem.iter().map(|v| f64::from(*v)));
+            index.push(vec![q.stored.map_or_else(|| scan.clone(), |r| r.series_uid), s.model.to_string()]);
+        }
+        Rows { x, e: p.dim(), index: Table { header: vec!["series_uid".into(), "model".into()], rows: index } }
+    };
+    if rows.e != p.dim() && !rows.index.rows.is_empty() {
+        bail!("{}: probe has {} features, the embeddings have {}", a.probe.display(), p.dim(), rows.e);
+    }
+    if let (Some(mc), false) = (rows.index.col("model"), p.meta.model.is_empty()) {
+        if let Some(r) = rows.index.rows.iter().find(|r| r[mc] != p.meta.model) {
+            let uid = rows.index.col("series_uid").map_or("a row", |c| r[c].as_str());
+            bail!("{}: fitted on embeddings of {}, but {uid} is of {}", a.probe.display(), p.meta.model, r[mc]);
+        }
     }
     let s = p.score(&rows.x);
     let sc = rows.index.col("series_uid").unwrap_or(0);
+    let mut out = std::io::stdout().lock();
     for (r, v) in rows.index.rows.iter().zip(s) {
         let (value, class) = match p.meta.kind {
             ProbeKind::Logistic => {
                 let pr = crate::lookup::probe::sigmoid(v);
-                (pr, Some(if pr > 0.5 { &p.meta.classes[0] } else { &p.meta.classes[1] }))
+                (pr, p.meta.classes.get(if pr > 0.5 { 0 } else { 1 }))
             }
             ProbeKind::Ridge => (v, None),
         };
         if a.json {
-            println!(
+            writeln!(
+                out,
                 "{}",
                 serde_json::json!({"series_uid": r[sc], "score": value, "class": class, "target": p.meta.target})
-            );
+            )?;
         } else {
-            println!("{}\t{value:.6}\t{}", r[sc], class.map(|c| c.as_str()).unwrap_or(""));
+            writeln!(out, "{}\t{value:.6}\t{}", r[sc], class.map(|c| c.as_str()).unwrap_or(""))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_csv;
+
+    #[test]
+    fn csv_fields_quoted_as_export_writes_them() {
+        assert_eq!(split_csv("a, b ,c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(split_csv("1,\"T1, MPRAGE\",\"say \"\"hi\"\"\",").unwrap(), ["1", "T1, MPRAGE", "say \"hi\"", ""]);
+        assert!(split_csv("\"open,x").is_err());
+        assert!(split_csv("a\"b,c").is_err());
+    }
 }

@@ -107,6 +107,12 @@ pub fn model_digest(dir: &Path) -> Result<String, String> {
     Ok(sha256_bytes(all.as_bytes()))
 }
 
+/// How embeddings name a model: its id (the model folder's name) and version (the first 16 hex digits of its
+/// [`model_digest`]). The encode stage writes them; the look-ups (`ldae similar`, `export`, probes) select by them.
+pub fn model_identity(dir: &Path, digest: &str) -> (String, String) {
+    (crate::config::model_id(dir), digest.chars().take(16).collect())
+}
+
 /// The volume key: the series content key (its instances' hashes) + the converter version + the `[convert]`
 /// config. Volumes are written under it, so a changed converter or config never reuses an older volume.
 pub fn volume_key(series_content_key: &str, convert: &ConvertConfig) -> String {

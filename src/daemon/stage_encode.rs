@@ -10,7 +10,6 @@ use candle_core::{DType, Device};
 
 use crate::config::{Config, DeviceKind};
 use crate::model::ldae::{no_progress, Ldae};
-use crate::model::tensor_volume::volume_tensor;
 use crate::store::{Completion, Job, NewEmbedding, SeriesUpdate, Store};
 
 use super::hooks::hook_jobs;
@@ -40,16 +39,9 @@ fn load(cfg: &Config, digest: String) -> Result<Loaded, StageError> {
     };
     let model = Ldae::load(&cfg.model.dir, &device, DType::F32)
         .map_err(|e| StageError::Permanent(format!("loading model {}: {e}", cfg.model.dir.display())))?;
-    let id = cfg.model.id();
+    let (id, version) = super::digest::model_identity(&cfg.model.dir, &digest);
     tracing::info!(model = %cfg.model.dir.display(), "model loaded on the model thread");
-    Ok(Loaded {
-        dir: cfg.model.dir.clone(),
-        device: cfg.model.device,
-        id,
-        version: digest[..16].to_string(),
-        digest,
-        model,
-    })
+    Ok(Loaded { dir: cfg.model.dir.clone(), device: cfg.model.device, id, version, digest, model })
 }
 
 /// Run `f` with the model thread's model, (re)loaded when the configured directory, device or weights changed.
@@ -98,10 +90,9 @@ pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
         crate::nifti::read_nifti_limited(&input_path, &cfg.limits).map_err(|e| StageError::Retry(e.to_string()))?;
     with_model(cfg, |m| {
         let err = |e: candle_core::Error| StageError::Permanent(format!("{}: {e}", input_path.display()));
-        let t = volume_tensor(&input).map_err(|e| StageError::Permanent(format!("{}: {e}", input_path.display())))?;
         let codes = m
             .model
-            .encode(&t, cfg.model.steps, &no_progress)
+            .encode_volume(&input, cfg.model.steps, &no_progress)
             .map_err(|e| StageError::Permanent(format!("encoding {}: {e}", input_path.display())))?;
         let dir = input_path.parent().unwrap_or(Path::new("."));
         let codes_path = dir.join(format!("codes-{}-{}.safetensors", super::files::safe_component(&m.id), m.version));

@@ -23,7 +23,7 @@ use crate::preprocess::transform::Transform;
 use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Store};
 
 use super::delivery::deliver::deliver_job;
-use super::delivery::write::{write_fill_dicom, FillFacts};
+use super::delivery::write::{fill_request, write_fill_dicom};
 use super::files::sha256_bytes;
 use super::hooks::hook_jobs;
 use super::stages::StageError;
@@ -230,15 +230,9 @@ pub fn fill(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
                 let native = on_native_grid(cfg, &template, near)?;
                 let p = dir.join("synthetic.nii.gz");
                 crate::nifti::write_nifti(&p, &native).map_err(|e| StageError::Retry(e.to_string()))?;
-                let facts = FillFacts {
-                    model_id: &m.id,
-                    model_version: &m.version,
-                    model_digest: &m.digest,
-                    alpha: req.alpha,
-                    target: req.target,
-                    seed: req.seed,
-                };
-                let dicom = write_fill_dicom(store, cfg, job, &dir.join("dicom"), &native, (&a, &b, near), &facts)?;
+                let request =
+                    fill_request(cfg, job, (&m.id, &m.version, &m.digest), (req.alpha, req.target, req.seed))?;
+                let dicom = write_fill_dicom(store, cfg, job, &dir.join("dicom"), &native, (&a, &b, near), &request)?;
                 (p, dicom)
             }
         };

@@ -182,6 +182,17 @@ impl Ldae {
         self.aekl.decode(&z).ctx("AutoencoderKL decode")
     }
 
+    /// Encode a model-input volume (its grid = the model's input shape) to codes; the one path the daemon's
+    /// encode stage and the CLI share.
+    pub fn encode_volume(
+        &self,
+        v: &crate::volume::Volume,
+        steps: usize,
+        progress: Progress,
+    ) -> Result<Codes, ModelError> {
+        self.encode(&super::tensor_volume::volume_tensor(v)?, steps, progress)
+    }
+
     /// Encode a model input `[1,1,X,Y,Z]` to codes.
     pub fn encode(&self, x: &Tensor, steps: usize, progress: Progress) -> Result<Codes, ModelError> {
         let x = self.check_input(x)?;

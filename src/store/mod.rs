@@ -9,7 +9,8 @@
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
 //! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
-//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups), `synthetic.rs` (synthetic timepoints).
+//! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
+//! `synthetic.rs` (synthetic timepoints), `patient_scans.rs` (one patient's series, for `ldae report`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -21,6 +22,7 @@ mod delivery;
 mod intake;
 mod jobs;
 mod lookup;
+mod patient_scans;
 mod recovery;
 mod results;
 mod series;
@@ -31,6 +33,7 @@ pub use delivery::DeliveryRow;
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
+pub use patient_scans::{PatientRef, PatientSeries};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};

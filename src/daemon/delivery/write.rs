@@ -14,14 +14,30 @@ use crate::volume::Volume;
 
 use super::super::stages::StageError;
 
-/// What the writer needs to know of the fill beyond the volume.
-pub struct FillFacts<'a> {
-    pub model_id: &'a str,
-    pub model_version: &'a str,
-    pub model_digest: &'a str,
-    pub alpha: f64,
-    pub target: NaiveDate,
-    pub seed: u64,
+/// The request a fill's DICOM records: model, alpha, target date, steps and seed, with the creation time of the
+/// job record (never the clock, so a rerun of the same job writes the same bytes).
+pub fn fill_request(
+    cfg: &Config,
+    job: &Job,
+    (model_id, model_version, model_digest): (&str, &str, &str),
+    (alpha, target, seed): (f64, NaiveDate, u64),
+) -> Result<SyntheticRequest, StageError> {
+    let secs = job.created_at.max(0.0);
+    let created = chrono::DateTime::from_timestamp(secs.trunc() as i64, 0)
+        .map(|t| t.naive_utc())
+        .ok_or_else(|| StageError::Permanent(format!("job {}: creation time {secs} out of range", job.id)))?;
+    Ok(SyntheticRequest {
+        model_id: model_id.into(),
+        model_version: model_version.into(),
+        model_digest: model_digest.into(),
+        alpha,
+        target_date: target,
+        steps: u32::try_from(cfg.model.steps).unwrap_or(u32::MAX),
+        seed,
+        code_version: crate::VERSION.into(),
+        created,
+        series_number: cfg.delivery.series_number,
+    })
 }
 
 fn snapshot(store: &Store, scan: &EncodedScan) -> Result<Option<SourceSnapshot>, StageError> {
@@ -33,7 +49,6 @@ fn snapshot(store: &Store, scan: &EncodedScan) -> Result<Option<SourceSnapshot>,
 
 /// Write the series into `dir`. None (logged) when a source has no snapshot (converted before snapshots were
 /// taken, or its header could not give one).
-#[allow(clippy::too_many_arguments)]
 pub fn write_fill_dicom(
     store: &Store,
     cfg: &Config,
@@ -41,7 +56,7 @@ pub fn write_fill_dicom(
     dir: &Path,
     volume: &Volume,
     (earlier, later, near): (&EncodedScan, &EncodedScan, &EncodedScan),
-    facts: &FillFacts,
+    request: &SyntheticRequest,
 ) -> Result<Option<SyntheticDicom>, StageError> {
     let (Some(se), Some(sl), Some(sn)) = (snapshot(store, earlier)?, snapshot(store, later)?, snapshot(store, near)?)
     else {
@@ -59,28 +74,12 @@ pub fn write_fill_dicom(
     };
     let side_e = SourceSide { series: se.reference(), date: date(earlier)? };
     let side_l = SourceSide { series: sl.reference(), date: date(later)? };
-    let secs = job.created_at.max(0.0);
-    let created = chrono::DateTime::from_timestamp(secs.trunc() as i64, 0)
-        .map(|t| t.naive_utc())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: creation time {secs} out of range", job.id)))?;
-    let request = SyntheticRequest {
-        model_id: facts.model_id.into(),
-        model_version: facts.model_version.into(),
-        model_digest: facts.model_digest.into(),
-        alpha: facts.alpha,
-        target_date: facts.target,
-        steps: u32::try_from(cfg.model.steps).unwrap_or(u32::MAX),
-        seed: facts.seed,
-        code_version: crate::VERSION.into(),
-        created,
-        series_number: cfg.delivery.series_number,
-    };
     let input = SyntheticInput {
         volume,
         neighbour: &sn,
         earlier: &side_e,
         later: &side_l,
-        request: &request,
+        request,
         content: SyntheticContent::Image,
     };
     let written = write_series(dir, &input, cfg.delivery.sop_class, &cfg.limits)

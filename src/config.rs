@@ -249,11 +249,20 @@ pub struct StageTimeouts {
     pub archive: f64,
     pub preprocess: f64,
     pub encode: f64,
+    /// One synthetic series' association with the PACS (C-STORE of every pending instance).
+    pub deliver: f64,
 }
 
 impl Default for StageTimeouts {
     fn default() -> Self {
-        StageTimeouts { parse: 60.0, convert: 900.0, archive: 600.0, preprocess: 1800.0, encode: 3600.0 }
+        StageTimeouts {
+            parse: 60.0,
+            convert: 900.0,
+            archive: 600.0,
+            preprocess: 1800.0,
+            encode: 3600.0,
+            deliver: 900.0,
+        }
     }
 }
 
@@ -265,6 +274,7 @@ impl StageTimeouts {
             "archive" => self.archive,
             "preprocess" => self.preprocess,
             "encode" => self.encode,
+            "deliver" => self.deliver,
             _ => hooks_timeout_secs + 30.0,
         };
         std::time::Duration::from_secs_f64(secs)
@@ -391,6 +401,7 @@ impl Config {
             ("jobs.stage_timeout_secs.archive", t.archive),
             ("jobs.stage_timeout_secs.preprocess", t.preprocess),
             ("jobs.stage_timeout_secs.encode", t.encode),
+            ("jobs.stage_timeout_secs.deliver", t.deliver),
         ] {
             if !(v > 0.0 && v <= 1e7) {
                 return bad(key, "must be a positive number of seconds (≤ 1e7)");

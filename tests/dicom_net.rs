@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
@@ -18,15 +18,13 @@ use ldae::dicom::net::{
 };
 use ldae::limits::Limits;
 
+use common::orthanc::{free_port, Killed, Orthanc};
+
 const SERIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/explicit_vr_le");
 const JPEG_LS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/jpeg_ls_lossless");
 const RANDOM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/bad/random_bytes.dcm");
 const MULTIFRAME: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/enhanced_multiframe/ENH0001.dcm");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 fn series_files() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
@@ -57,77 +55,6 @@ fn wait_for<T>(secs: f64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed (and reaped) when the test ends, passing or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A throwaway Orthanc on 127.0.0.1; `extra` is merged into the minimal configuration.
-struct Orthanc {
-    _child: Killed,
-    http: u16,
-    dicom: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Orthanc {
-    fn start(extra: serde_json::Value) -> Orthanc {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (http, dicom) = (free_port(), free_port());
-        let db = dir.path().join("db");
-        let mut cfg = serde_json::json!({
-            "Name": "ldae-net-test", "StorageDirectory": db, "IndexDirectory": db, "Plugins": [],
-            "HttpPort": http, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
-            "DicomAet": "ORTHANC", "DicomPort": dicom, "DicomCheckCalledAet": false,
-            "DicomAlwaysAllowStore": true, "StableAge": 1,
-        });
-        for (k, v) in extra.as_object().expect("object") {
-            cfg[k] = v.clone();
-        }
-        let cfg_path = dir.path().join("orthanc.json");
-        std::fs::write(&cfg_path, cfg.to_string()).expect("config");
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).expect("log");
-        let child = Command::new("Orthanc")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start Orthanc");
-        let o = Orthanc { _child: Killed(child), http, dicom, _dir: dir };
-        let up = wait_for(30.0, || o.get("/system").ok().filter(|v| v["DicomAet"] == "ORTHANC"));
-        assert!(up.is_some(), "Orthanc did not come up: {}", o.log());
-        o
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("orthanc.log")).unwrap_or_default()
-    }
-
-    /// GET a REST resource as JSON (HTTP/1.0: no chunked encoding).
-    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.http)).map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&resp);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            return Err(head.lines().next().unwrap_or("").to_string());
-        }
-        serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.get(what).expect("REST").as_array().expect("array").len()
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ldae fill PATIENT --date YYYY-MM-DD`: ask the daemon for one synthetic timepoint. The gap policy checks the
 //! date first (interpolation only; refusals say why); the fill job is keyed by its content, so asking twice
-//! enqueues nothing new. `--wait` waits until the daemon has made it.
+//! enqueues nothing new. `--wait` waits until the daemon has made it and, with `[delivery] pacs` set, delivered it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::config::Config;
+use crate::daemon::delivery::deliver::deliver_job;
 use crate::daemon::stage_fill::{fill_job, scan_on};
 use crate::longitudinal::{dates, policy};
 use crate::store::Store;
@@ -21,7 +22,7 @@ pub struct FillArgs {
     /// The date of the missing timepoint (between two acquired scans).
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub date: String,
-    /// Wait until the daemon has made the timepoint (or the job failed).
+    /// Wait until the daemon has made the timepoint and delivered it to `[delivery] pacs`, if set (or failed).
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds.
@@ -70,24 +71,34 @@ pub fn run(a: FillArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let mut out = serde_json::json!({ "job": row.id, "enqueued": inserted, "patient_key": key, "fill": fill });
     if a.wait {
         let start = Instant::now();
-        let done = loop {
-            let j = store.job(row.id)?;
-            if ["done", "dead", "cancelled"].contains(&j.state.as_str()) {
-                break j;
-            }
-            if start.elapsed().as_secs_f64() > a.timeout {
-                bail!("fill job {}: still {} after {:.0} s (is `ldae serve` running?)", row.id, j.state, a.timeout);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let done = wait_job(&store, row.id, start, a.timeout, "fill")?;
         if done.state != "done" {
             bail!("fill job {} ended {}: {}", done.id, done.state, done.last_error.unwrap_or_default());
         }
-        let synthetic =
-            store.synthetic_of_patient(&key)?.into_iter().find(|s| s.content_key.as_deref() == Some(&job.key));
-        let synthetic = synthetic.context("the fill job finished but recorded no synthetic timepoint")?;
+        let find = || -> anyhow::Result<crate::store::SyntheticRow> {
+            let s = store.synthetic_of_patient(&key)?.into_iter().find(|s| s.content_key.as_deref() == Some(&job.key));
+            s.context("the fill job finished but recorded no synthetic timepoint")
+        };
+        let mut synthetic = find()?;
         if !a.json {
             println!("synthetic timepoint {} written: {}", synthetic.id, synthetic.path);
+        }
+        // With a PACS configured, the fill enqueued its delivery: wait for that too.
+        if let Some(d) = store.job_by_key(&deliver_job(&job.key, 0).key)? {
+            let d = wait_job(&store, d.id, start, a.timeout, "delivery")?;
+            synthetic = find()?;
+            if d.state != "done" {
+                bail!(
+                    "synthetic timepoint {} written but not delivered: delivery job {} ended {}: {}",
+                    synthetic.id,
+                    d.id,
+                    d.state,
+                    synthetic.state_note.or(d.last_error).unwrap_or_default()
+                );
+            }
+            if !a.json {
+                println!("delivered: {}", synthetic.state_note.as_deref().unwrap_or("-"));
+            }
         }
         out["synthetic"] = serde_json::to_value(&synthetic)?;
     }
@@ -95,4 +106,18 @@ pub fn run(a: FillArgs, config: &Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Wait until job `id` has ended (done, dead or cancelled), at most `timeout` seconds after `start`.
+fn wait_job(store: &Store, id: i64, start: Instant, timeout: f64, what: &str) -> anyhow::Result<crate::store::Job> {
+    loop {
+        let j = store.job(id)?;
+        if ["done", "dead", "cancelled"].contains(&j.state.as_str()) {
+            return Ok(j);
+        }
+        if start.elapsed().as_secs_f64() > timeout {
+            bail!("{what} job {id}: still {} after {timeout:.0} s (is `ldae serve` running?)", j.state);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

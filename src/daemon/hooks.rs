@@ -3,7 +3,7 @@
 //! with backoff, dead-lettered), run on its own worker thread with `hooks.timeout_secs`, so a slow or failing
 //! hook is logged and retried but never holds up the pipeline.
 //!
-//! Events: `series_ready`, `series_encoded`, `synthetic_written`, `file_quarantined`.
+//! Events: `series_ready`, `series_encoded`, `synthetic_written`, `synthetic_delivered`, `file_quarantined`.
 
 use std::io::Write;
 use std::path::Path;

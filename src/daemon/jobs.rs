@@ -77,6 +77,11 @@ pub fn record(store: &Store, cfg: &Config, job: &Job, result: Outcome, started: 
             tracing::warn!(job = job.id, kind = %job.kind, series, attempt = job.attempts, retry_in_secs = delay, error = %e, "job failed, will retry");
             store.fail(job, &e, Some(crate::store::now() + delay))
         }
+        Err(StageError::RetryAfter(e, after)) if job.attempts < cfg.jobs.max_attempts as i64 => {
+            let delay = after.as_secs_f64();
+            tracing::warn!(job = job.id, kind = %job.kind, series, attempt = job.attempts, retry_in_secs = delay, error = %e, "job failed, will retry");
+            store.fail(job, &e, Some(crate::store::now() + delay))
+        }
         Err(e) => {
             tracing::error!(job = job.id, kind = %job.kind, series, attempt = job.attempts, error = %e, "job dead-lettered");
             store.fail(job, &e.to_string(), None)

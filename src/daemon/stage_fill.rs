@@ -22,8 +22,10 @@ use crate::preprocess::resample::Grid;
 use crate::preprocess::transform::Transform;
 use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Store};
 
+use super::delivery::deliver::deliver_job;
 use super::delivery::write::{fill_request, write_fill_dicom};
 use super::files::sha256_bytes;
+use super::hooks::hook_jobs;
 use super::stages::StageError;
 
 /// Job kind of the policy run.
@@ -236,7 +238,23 @@ pub fn fill(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         };
         tracing::info!(job = job.id, patient = %req.patient_key, target = %dates::iso(req.target), alpha = req.alpha,
             "synthetic timepoint written");
+        let mut next = hook_jobs(
+            &cfg.hooks,
+            "synthetic_written",
+            &job.key,
+            None,
+            serde_json::json!({
+                "patient_key": req.patient_key, "target_date": dates::iso(req.target), "alpha": req.alpha,
+                "volume": path, "series_uid": dicom.as_ref().map(|d| &d.series_uid),
+                "dicom_dir": dicom.as_ref().map(|d| &d.dir),
+            }),
+        );
+        // With a PACS configured, the series goes out on the CPU pool (never on this thread).
+        if dicom.is_some() && matches!(cfg.delivery.peer(), Ok(Some(_))) {
+            next.push(deliver_job(&job.key, 0));
+        }
         Ok(Completion {
+            next,
             synthetic: Some(NewSynthetic {
                 patient_key: req.patient_key.clone(),
                 content_key: job.key.clone(),

@@ -1,6 +1,7 @@
 //! The stages a job runs, each a small adapter from a job row to a library call and back to a [`Completion`]:
 //! convert (dicom) → archive (after_commit) and preprocess (`stage_preprocess.rs`) → encode (`stage_encode.rs`,
-//! on the model thread), plus hook calls.
+//! on the model thread), gap filling (`stage_fill.rs`), delivery to the PACS (`delivery/deliver.rs`), plus hook
+//! calls.
 //!
 //! Contract for every stage: it is idempotent and keyed by content. Its outputs are named by the content key of
 //! its input (the series' instance hashes, the volume's SHA-256, the model id/version), written atomically, and
@@ -23,6 +24,10 @@ pub enum StageError {
     /// Might work later: retried with backoff until `jobs.max_attempts`.
     #[error("{0}")]
     Retry(String),
+    /// Like `Retry`, after the stage's own delay (a delivery follows `[delivery.retry]`), still within
+    /// `jobs.max_attempts`.
+    #[error("{0}")]
+    RetryAfter(String, std::time::Duration),
     /// Will not work as things are: dead-lettered at once (an operator can `ldae jobs retry` it).
     #[error("{0}")]
     Permanent(String),
@@ -35,7 +40,8 @@ impl From<crate::store::StoreError> for StageError {
 }
 
 /// Job kinds run on the CPU worker pool.
-pub const CPU_KINDS: &[&str] = &["convert", "archive", "preprocess", super::stage_fill::PLAN];
+pub const CPU_KINDS: &[&str] =
+    &["convert", "archive", "preprocess", super::stage_fill::PLAN, super::delivery::deliver::DELIVER];
 /// Job kinds run on the one model thread.
 pub const MODEL_KINDS: &[&str] = &["encode", super::stage_fill::FILL];
 /// Job kinds run on the hook thread.
@@ -79,6 +85,7 @@ pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, Sta
         "archive" => archive(store, cfg, job),
         "preprocess" => super::stage_preprocess::run(store, cfg, job),
         super::stage_fill::PLAN => super::stage_fill::plan(store, cfg, job),
+        super::delivery::deliver::DELIVER => super::delivery::deliver::run(store, cfg, job),
         "hook" => hook(cfg, job),
         other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
     }

@@ -214,6 +214,18 @@ pub fn send_instances(
     infos: &[InstanceInfo],
     opts: &SendOptions,
 ) -> Result<SeriesOutcome, NetError> {
+    send_instances_observed(peer, calling, infos, opts, &mut |_| {})
+}
+
+/// [`send_instances`], calling `on_status` with each instance's outcome as soon as the peer's C-STORE-RSP for it
+/// has been read (before the next instance is sent), so a caller can record confirmations one by one.
+pub fn send_instances_observed(
+    peer: &PeerAddr,
+    calling: &AeTitle,
+    infos: &[InstanceInfo],
+    opts: &SendOptions,
+    on_status: &mut dyn FnMut(&InstanceOutcome),
+) -> Result<SeriesOutcome, NetError> {
     let start = Instant::now();
     let peer_name = peer.to_string();
     if infos.is_empty() {
@@ -282,7 +294,11 @@ pub fn send_instances(
             .and_then(|()| read_response(&mut assoc, pc, opts.max_pdu as usize, &peer_name, &during))
             .and_then(|rsp| check_response(rsp, message_id, info, &peer_name, &during));
         match result {
-            Ok(r) => instances.push(outcome(Some(ts), r)),
+            Ok(r) => {
+                let o = outcome(Some(ts), r);
+                on_status(&o);
+                instances.push(o);
+            }
             Err(e) => {
                 let reason = format!("sent, but no status came back: {e}");
                 let sent = InstanceResult::Failed { reason, class: e.class(), sent: true };

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
+mod delivery;
 mod intake;
 mod jobs;
 mod lookup;
@@ -28,6 +29,7 @@ mod series;
 mod status;
 mod synthetic;
 
+pub use delivery::DeliveryRow;
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
 pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
@@ -48,6 +50,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_keys_select_qc", include_str!("migrations/0006_keys_select_qc.sql")),
     ("0007_lookup", include_str!("migrations/0007_lookup.sql")),
     ("0008_synthetic", include_str!("migrations/0008_synthetic.sql")),
+    ("0009_deliveries", include_str!("migrations/0009_deliveries.sql")),
 ];
 
 /// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)

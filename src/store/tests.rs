@@ -431,3 +431,57 @@ fn synthetic_timepoints_are_recorded_once_per_content_key_and_retired_not_delete
     assert!(matches!(s.insert_synthetic(&unknown), Err(StoreError::NotFound(_))));
     assert_eq!(s.synthetic_all(10).unwrap().len(), 1);
 }
+
+#[test]
+fn deliveries_are_recorded_once_per_key_peer_and_instance() {
+    use crate::longitudinal::timeline::SyntheticState;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let a = encoded(&s, "9.1", "1.2.1", "20190314");
+    let b = encoded(&s, "9.2", "1.2.2", "20210318");
+    let key = s.patient_keys("P1").unwrap().remove(0);
+    let new = NewSynthetic {
+        patient_key: key,
+        content_key: "fill:1".into(),
+        target_date: "2020-03-14".into(),
+        alpha: 0.5,
+        from_embedding: a,
+        to_embedding: b,
+        model_id: "demo".into(),
+        model_version: "abc".into(),
+        steps: 10,
+        seed: 0,
+        path: "/o/synthetic.nii.gz".into(),
+        state: SyntheticState::Written,
+        dicom: None,
+    };
+    let (id, _) = s.insert_synthetic(&new).unwrap();
+    let peer = "ORTHANC@127.0.0.1:4242";
+    s.record_delivery(id, "deliver:fill:1", peer, "2.25.1", 0).unwrap();
+    s.record_delivery(id, "deliver:fill:1", peer, "2.25.1", 0).unwrap();
+    s.record_delivery(id, "deliver:fill:1", peer, "2.25.2", 0xB000).unwrap();
+    s.record_delivery(id, "deliver:fill:1:resend-1", peer, "2.25.1", 0).unwrap();
+    let done = s.delivered_instances("deliver:fill:1", peer).unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(s.delivered_instances("deliver:fill:1", "OTHER@h:1").unwrap().is_empty());
+    let rows = s.deliveries_of(id).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1].status, 0xB000);
+    s.synthetic_failed(id, "association rejected").unwrap();
+    let r = s.synthetic(id).unwrap().unwrap();
+    assert_eq!((r.state, r.state_note.as_deref()), (SyntheticState::Failed, Some("association rejected")));
+    for k in ["deliver:fill:1", "deliver:fill:1:resend-1", "deliver:fill:10"] {
+        let job = NewJob {
+            kind: "deliver".into(),
+            key: k.into(),
+            series_ref: None,
+            payload: serde_json::json!({}),
+            priority: 1,
+        };
+        s.enqueue(&job).unwrap();
+    }
+    // The key and its `:`-suffixed resends; `fill:10` is another timepoint.
+    assert_eq!(s.jobs_with_key_prefix("deliver", "deliver:fill:1").unwrap(), 2);
+    assert_eq!(s.jobs_with_key_prefix("deliver", "deliver:fill:10").unwrap(), 1);
+    assert_eq!(s.jobs_with_key_prefix("hook", "deliver:fill:1").unwrap(), 0);
+}

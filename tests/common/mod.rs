@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ldae::Volume;
 
 mod measure;
+pub mod orthanc;
 mod require;
 #[allow(unused_imports)]
 pub use measure::*;

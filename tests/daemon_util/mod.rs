@@ -59,7 +59,12 @@ impl Env {
 
     /// Like [`Env::new`], with the repository's template and demo model (the whole chain runs).
     pub fn with_model(quiet_secs: f64, settle_secs: f64) -> Env {
-        let mut env = Env::new(quiet_secs, settle_secs, "");
+        Env::with_model_extra(quiet_secs, settle_secs, "")
+    }
+
+    /// Like [`Env::with_model`], with `extra` appended to the TOML.
+    pub fn with_model_extra(quiet_secs: f64, settle_secs: f64, extra: &str) -> Env {
+        let mut env = Env::new(quiet_secs, settle_secs, extra);
         let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
         env.model = format!(
             "[preprocess]\ntemplate = \"{}\"\ntemplate_mask = \"{}\"\n[model]\ndir = \"{}\"",
@@ -69,6 +74,12 @@ impl Env {
         );
         env.write_config("min_free_mib = 1");
         env
+    }
+
+    /// Replace the extra TOML and rewrite the config (default `[intake]` keys).
+    pub fn set_extra(&mut self, extra: &str) {
+        self.extra = extra.to_string();
+        self.write_config("min_free_mib = 1");
     }
 
     /// (Re)write the config file with these `[intake]` keys.

@@ -21,25 +21,8 @@ use daemon_util::*;
 
 const MR_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
 
-fn copy_session(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("session").flatten() {
-        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
-    }
-}
-
-/// `ldae synthetic list --json` (empty until the daemon has created and migrated its database).
-fn synthetic(env: &Env) -> Vec<serde_json::Value> {
-    let (code, out, err) = env.ldae(&["synthetic", "list", "--json"]);
-    if code != 0 {
-        assert!(err.contains("schema version 0") || err.contains("no database yet"), "{err}");
-        return vec![];
-    }
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("synthetic json")
-}
-
 fn synthetic_on(env: &Env, date: &str) -> Option<serde_json::Value> {
-    synthetic(env).into_iter().find(|s| s["target_date"] == date)
+    synthetic_list(env).into_iter().find(|s| s["target_date"] == date)
 }
 
 /// The `[delivery]` and `[hooks]` sections of the config.
@@ -106,10 +89,12 @@ fn synthetic_series_reach_the_pacs_once_across_a_kill_a_resend_and_a_refusal() {
 
     // (a) The policy's two timepoints (one multi-frame SC each) arrive, once, and are marked.
     let delivered = wait_for(400.0, || {
-        let s = synthetic(&env);
+        let s = synthetic_list(&env);
         (s.len() == 2 && s.iter().all(|x| x["state"] == "delivered")).then_some(s)
     });
-    let Some(auto) = delivered else { panic!("not delivered: {:?}\n{}\n{}", synthetic(&env), env.logs(), pacs.log()) };
+    let Some(auto) = delivered else {
+        panic!("not delivered: {:?}\n{}\n{}", synthetic_list(&env), env.logs(), pacs.log())
+    };
     println!("two timepoints encoded, filled and delivered after {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(pacs.count("/series"), 2);
     assert_eq!(pacs.count("/instances"), 2);

@@ -14,23 +14,6 @@ use std::process::Command;
 
 use daemon_util::*;
 
-fn copy_session(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("session").flatten() {
-        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
-    }
-}
-
-/// The synthetic timepoints (none while the daemon has not created its database yet).
-fn synthetic(env: &Env) -> Vec<serde_json::Value> {
-    let (code, out, err) = env.ldae(&["synthetic", "list", "--json"]);
-    if code != 0 {
-        assert!(err.contains("no database yet") || err.contains("run `ldae serve` to migrate"), "{err}");
-        return Vec::new();
-    }
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("synthetic json")
-}
-
 fn timeline(env: &Env) -> serde_json::Value {
     let (code, out, err) = env.ldae(&["timeline", "SIMLDAE01", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -71,7 +54,7 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
 
     // The policy fills the yearly visits 2020-03-14 and 2021-03-14 (2019-03-14 → 2022-03-10 is 35.9 months).
     let two = wait_for(400.0, || {
-        let s = synthetic(&env);
+        let s = synthetic_list(&env);
         (s.len() >= 2).then_some(s)
     });
     let Some(auto) = two else { panic!("no synthetic timepoints: {:?}\n{}", env.status(), env.logs()) };
@@ -133,7 +116,7 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
     let again: serde_json::Value = serde_json::from_str(&out).expect("fill json");
     assert_eq!((again["enqueued"].as_bool(), again["synthetic"]["id"].as_i64()), (Some(false), Some(id)), "{again}");
     assert_eq!(sc_bytes(&again), before);
-    assert_eq!(synthetic(&env).len(), 3);
+    assert_eq!(synthetic_list(&env).len(), 3);
     for (date, why) in [("2023-01-01", "does not extrapolate"), ("2019-04-01", "min_gap_days")] {
         let (code, _, err) = env.ldae(&["fill", "SIMLDAE01", "--date", date]);
         assert_ne!(code, 0, "{date}");
@@ -143,11 +126,11 @@ fn gaps_are_filled_marked_on_the_neighbours_grid_and_superseded_by_a_new_scan() 
     // The scan of 2021-03-18 arrives: it is at the 2021-03-14 visit and between the sources of the other two.
     copy_session(&middle, &env.path("incoming/b"));
     let settled = wait_for(400.0, || {
-        let s = synthetic(&env);
+        let s = synthetic_list(&env);
         let superseded = s.iter().filter(|x| x["state"] == "superseded").count();
         (superseded == 3 && s.len() == 4 && s.iter().any(|x| x["state"] == "written")).then_some(s)
     });
-    let Some(s) = settled else { panic!("not superseded: {:?}\n{}", synthetic(&env), env.logs()) };
+    let Some(s) = settled else { panic!("not superseded: {:?}\n{}", synthetic_list(&env), env.logs()) };
     let fresh = s.iter().find(|x| x["state"] == "written").expect("the visit filled again");
     assert_eq!(fresh["target_date"], "2020-03-14");
     let t = timeline(&env);

@@ -284,3 +284,21 @@ pub fn db_count(env: &Env, sql: &str) -> i64 {
 pub fn series_uid(tag: u32) -> String {
     format!("2.25.9{tag:04}2")
 }
+
+/// Copy the files of one DICOM session folder into `dst` (created).
+pub fn copy_session(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("session").flatten() {
+        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
+    }
+}
+
+/// `ldae synthetic list --json` (empty until the daemon has created and migrated its database).
+pub fn synthetic_list(env: &Env) -> Vec<serde_json::Value> {
+    let (code, out, err) = env.ldae(&["synthetic", "list", "--json"]);
+    if code != 0 {
+        assert!(err.contains("schema version 0") || err.contains("no database yet"), "{err}");
+        return vec![];
+    }
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("synthetic json")
+}

@@ -1,7 +1,10 @@
 //! The shipped `[select]` and `[qc]` defaults against the project's longitudinal test series (two simulated
 //! subjects, seven sessions: axial, sagittal, anisotropic, oblique 3-D T1): every session is converted, selected,
-//! registered to the shipped template, and passes the QC gate. Needs `shared/testdata/longitudinal` (or
-//! `LDAE_SHARED`); without it the test skips loudly, or fails when `LDAE_REQUIRE_ALL=1`.
+//! registered to the shipped template, and passes the QC gate. Reads `testdata/longitudinal/dicom` through
+//! tests/common `shared_data` (tests/data/shared has all seven sessions); without it the test skips loudly, or
+//! fails when `LDAE_REQUIRE_ALL=1`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -12,26 +15,15 @@ use ldae::model::config::ModelConfig;
 use ldae::preprocess::pipeline::preprocess_volume;
 use ldae::preprocess::template::Template;
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LDAE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    p.join("testdata/longitudinal/manifest.json").is_file().then_some(p)
-}
-
 #[test]
 fn defaults_select_every_longitudinal_session_and_its_registration_passes_qc() {
-    let Some(shared) = shared() else {
-        assert!(std::env::var("LDAE_REQUIRE_ALL").as_deref() != Ok("1"), "shared/testdata/longitudinal missing");
-        println!("SKIPPED: shared/testdata/longitudinal not found (set LDAE_SHARED)");
-        return;
-    };
+    // tests/data/shared holds all seven sessions' DICOM (see its PROVENANCE.md).
+    let Some(root) = common::shared_data("testdata/longitudinal/dicom") else { return };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cfg = Config::load(&repo.join("config/ldae.toml")).expect("shipped config");
     let template = Template::load(&repo.join(&cfg.preprocess.template), &repo.join(&cfg.preprocess.template_mask))
         .expect("shipped template");
     let model = ModelConfig::load(&repo.join("weights/demo/config.json")).expect("demo model config");
-    let root = shared.join("testdata/longitudinal/dicom");
     let mut sessions: Vec<PathBuf> = Vec::new();
     for sub in std::fs::read_dir(&root).expect("dicom/").flatten() {
         sessions.extend(std::fs::read_dir(sub.path()).expect("subject").flatten().map(|e| e.path()));

@@ -4,6 +4,7 @@
 //! Missing tools go through tests/common `tool`, which fails the test under LDAE_REQUIRE_ALL=1.
 
 mod common;
+mod daemon_util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +20,7 @@ use ldae::dicom::net::{
 use ldae::limits::Limits;
 
 use common::orthanc::{free_port, Killed, Orthanc};
+use daemon_util::wait_for;
 
 const SERIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/explicit_vr_le");
 const JPEG_LS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dicom/series/jpeg_ls_lossless");
@@ -43,19 +45,6 @@ fn peer(aet: &str, port: u16) -> PeerAddr {
 
 fn aet(s: &str) -> AeTitle {
     AeTitle::new(s).expect("aet")
-}
-
-fn wait_for<T>(secs: f64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn ldae() -> Command {

@@ -219,8 +219,13 @@ pub struct JobsConfig {
     pub backoff_max_secs: f64,
     /// Worker threads for CPU stages (0 = number of cores).
     pub cpu_workers: usize,
-    /// A job that was running when the process died this many times is dead-lettered on start.
+    /// A job whose worker was lost (process died, or hung or paused past its lease) this many times is
+    /// dead-lettered instead of run again.
     pub max_crashes: u32,
+    /// How long a claim holds without a heartbeat, seconds; each worker process renews its jobs' leases every
+    /// `lease_secs / 3`. A job whose worker died on another host is run again after at most this long (one on
+    /// this host, sharing `paths.state`, at once).
+    pub lease_secs: f64,
     /// The longest each stage may run before it is abandoned (and retried, then dead-lettered).
     pub stage_timeout_secs: StageTimeouts,
 }
@@ -233,6 +238,7 @@ impl Default for JobsConfig {
             backoff_max_secs: 600.0,
             cpu_workers: 0,
             max_crashes: 3,
+            lease_secs: 30.0,
             stage_timeout_secs: StageTimeouts::default(),
         }
     }
@@ -409,6 +415,9 @@ impl Config {
         }
         if self.jobs.max_crashes == 0 {
             return bad("jobs.max_crashes", "must be ≥ 1");
+        }
+        if !(self.jobs.lease_secs >= 1.0 && self.jobs.lease_secs <= 86_400.0) {
+            return bad("jobs.lease_secs", "must be between 1 and 86400 seconds");
         }
         if self.intake.max_parse_crashes == 0 {
             return bad("intake.max_parse_crashes", "must be ≥ 1");

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::HooksConfig;
-use crate::store::NewJob;
+use crate::store::{JobKind, NewJob};
 
 use super::files::sha256_bytes;
 
@@ -34,7 +34,7 @@ pub fn hook_jobs(
         .map(|cmd| {
             let c = cmd.to_string_lossy();
             NewJob {
-                kind: "hook".into(),
+                kind: JobKind::Hook,
                 key: format!("hook:{event}:{occurrence}:{}", &sha256_bytes(c.as_bytes())[..16]),
                 series_ref,
                 payload: serde_json::json!({ "command": c, "event": body }),

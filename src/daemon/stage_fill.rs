@@ -20,18 +20,13 @@ use crate::model::ldae::no_progress;
 use crate::model::tensor_volume::tensor_volume;
 use crate::preprocess::resample::Grid;
 use crate::preprocess::transform::Transform;
-use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Store};
+use crate::store::{Completion, EncodedScan, Job, JobKind, NewJob, NewSynthetic, Store};
 
 use super::delivery::deliver::deliver_job;
 use super::delivery::write::{fill_request, write_fill_dicom};
 use super::files::sha256_bytes;
 use super::hooks::hook_jobs;
 use super::stages::StageError;
-
-/// Job kind of the policy run.
-pub const PLAN: &str = "plan";
-/// Job kind of one fill.
-pub const FILL: &str = "fill";
 
 /// The `plan` job's payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +64,7 @@ pub fn fill_key(from: &EncodedScan, to: &EncodedScan, target: NaiveDate, steps: 
 /// The `plan` job for a patient (after an encode of `occurrence`).
 pub fn plan_job(patient_key: &str, model_id: &str, occurrence: &str) -> NewJob {
     NewJob {
-        kind: PLAN.into(),
+        kind: JobKind::Plan,
         key: format!("plan:{}", sha256_bytes(format!("{patient_key}\n{model_id}\n{occurrence}").as_bytes())),
         series_ref: None,
         payload: serde_json::to_value(PlanRequest { patient_key: patient_key.into(), model_id: model_id.into() })
@@ -99,7 +94,7 @@ pub fn fill_job(
     };
     let payload = serde_json::to_value(&req).map_err(|e| StageError::Permanent(e.to_string()))?;
     Ok(NewJob {
-        kind: FILL.into(),
+        kind: JobKind::Fill,
         key: format!("fill:{}", fill_key(&a, &b, fill.target, cfg.model.steps, req.seed)),
         series_ref: None,
         payload,

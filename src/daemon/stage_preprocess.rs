@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::model::config::ModelConfig;
 use crate::preprocess::template::Template;
-use crate::store::{Completion, Job, NewJob, NewRegistration, SeriesUpdate, Store};
+use crate::store::{Completion, Job, JobKind, NewJob, NewRegistration, SeriesUpdate, Store};
 
 use super::digest::{file_digest, model_digest};
 use super::files::sha256_bytes;
@@ -95,7 +95,7 @@ fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
 /// The preprocess job for one converted volume.
 pub fn job_for(series_ref: i64, content_key: &str, volume_path: &str, volume_sha: &str) -> NewJob {
     NewJob {
-        kind: "preprocess".into(),
+        kind: JobKind::Preprocess,
         // The series content key too: two series may hold byte-identical volumes and each gets its own rows.
         key: format!("preprocess:{content_key}:{volume_sha}"),
         series_ref: Some(series_ref),
@@ -148,7 +148,7 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         });
     }
     let encode = NewJob {
-        kind: "encode".into(),
+        kind: JobKind::Encode,
         // The model by its content (weights digest), not its folder: weights replaced in place encode anew.
         key: format!("encode:{key}:{volume_sha}:{ph}:{}", model_key(cfg)?),
         series_ref: Some(series_ref),

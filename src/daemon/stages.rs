@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{AfterCommit, Config};
-use crate::store::{Completion, Job, NewJob, SeriesUpdate, Store};
+use crate::store::{Completion, Job, JobKind, NewJob, SeriesUpdate, Store};
 
 use super::files::{move_file, remove_file_durably, safe_component, sha256_file};
 use super::hooks::hook_jobs;
@@ -40,17 +40,17 @@ impl From<crate::store::StoreError> for StageError {
 }
 
 /// Job kinds run on the CPU worker pool.
-pub const CPU_KINDS: &[&str] =
-    &["convert", "archive", "preprocess", super::stage_fill::PLAN, super::delivery::deliver::DELIVER];
+pub const CPU_KINDS: &[JobKind] =
+    &[JobKind::Convert, JobKind::Archive, JobKind::Preprocess, JobKind::Plan, JobKind::Deliver];
 /// Job kinds run on the one model thread.
-pub const MODEL_KINDS: &[&str] = &["encode", super::stage_fill::FILL];
+pub const MODEL_KINDS: &[JobKind] = &[JobKind::Encode, JobKind::Fill];
 /// Job kinds run on the hook thread.
-pub const HOOK_KINDS: &[&str] = &["hook"];
+pub const HOOK_KINDS: &[JobKind] = &[JobKind::Hook];
 
 /// The first jobs of a series that just became ready.
 pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob> {
     let mut jobs = vec![NewJob {
-        kind: "convert".into(),
+        kind: JobKind::Convert,
         key: format!("convert:{}", super::digest::volume_key(&ready.content_key, &cfg.convert)),
         series_ref: Some(ready.id),
         payload: serde_json::json!({ "content_key": ready.content_key }),
@@ -80,14 +80,16 @@ fn series_of(job: &Job) -> Result<i64, StageError> {
 
 /// Run a CPU-pool job.
 pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    match job.kind.as_str() {
-        "convert" => convert(store, cfg, job),
-        "archive" => archive(store, cfg, job),
-        "preprocess" => super::stage_preprocess::run(store, cfg, job),
-        super::stage_fill::PLAN => super::stage_fill::plan(store, cfg, job),
-        super::delivery::deliver::DELIVER => super::delivery::deliver::run(store, cfg, job),
-        "hook" => hook(cfg, job),
-        other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
+    match job.kind {
+        JobKind::Convert => convert(store, cfg, job),
+        JobKind::Archive => archive(store, cfg, job),
+        JobKind::Preprocess => super::stage_preprocess::run(store, cfg, job),
+        JobKind::Plan => super::stage_fill::plan(store, cfg, job),
+        JobKind::Deliver => super::delivery::deliver::run(store, cfg, job),
+        JobKind::Hook => hook(cfg, job),
+        other @ (JobKind::Encode | JobKind::Fill) => {
+            Err(StageError::Permanent(format!("job {}: {other} runs on the model thread, not a CPU worker", job.id)))
+        }
     }
 }
 
@@ -196,7 +198,7 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     }
     if cfg.intake.after_commit != AfterCommit::Keep {
         c.next.push(NewJob {
-            kind: "archive".into(),
+            kind: JobKind::Archive,
             key: format!("archive:{key}"),
             series_ref: Some(series.id),
             payload: serde_json::json!({ "content_key": key }),

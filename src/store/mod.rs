@@ -8,7 +8,7 @@
 //! `SELECT … FOR UPDATE SKIP LOCKED`), see DESIGN.md "Growing past one machine".
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
-//! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
+//! series states), `jobs.rs` (the queue; `job_kind.rs` its kinds, `leases.rs` heartbeats and expiry), `results.rs` (volumes, registrations, embeddings), `status.rs`
 //! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
 //! `synthetic.rs` (synthetic timepoints), `patient_scans.rs` (one patient's series, for `ldae report`).
 
@@ -20,7 +20,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 mod delivery;
 mod intake;
+mod job_kind;
 mod jobs;
+mod leases;
 mod lookup;
 mod patient_scans;
 mod recovery;
@@ -31,7 +33,8 @@ mod synthetic;
 
 pub use delivery::DeliveryRow;
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
-pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
+pub use job_kind::{JobKind, UnknownKind};
+pub use jobs::{Completion, Job, JobState, Lease, NewJob, Recording, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
 pub use patient_scans::{PatientRef, PatientSeries};
 pub use recovery::ParseInFlight;
@@ -51,6 +54,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_lookup", include_str!("migrations/0007_lookup.sql")),
     ("0008_synthetic", include_str!("migrations/0008_synthetic.sql")),
     ("0009_deliveries", include_str!("migrations/0009_deliveries.sql")),
+    ("0010_leases", include_str!("migrations/0010_leases.sql")),
 ];
 
 /// Begin a write transaction: `BEGIN IMMEDIATE`, so the write lock is taken (waiting up to the busy timeout)
@@ -80,6 +84,8 @@ pub enum StoreError {
     TooOld { path: PathBuf, found: i64, known: i64 },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("job {job}: kind `{kind}` is unknown to this ldae (written by a newer version?): upgrade ldae or cancel the job")]
+    UnknownKind { job: i64, kind: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -255,5 +261,7 @@ fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

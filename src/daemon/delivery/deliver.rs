@@ -22,13 +22,13 @@ use crate::dicom::net::{
     read_instance, send_instances_observed, AeTitle, ErrorClass, InstanceInfo, InstanceResult, SendOptions,
 };
 use crate::longitudinal::timeline::SyntheticState;
-use crate::store::{Completion, Job, NewJob, Store, SyntheticRow};
+use crate::store::{Completion, Job, JobKind, NewJob, Store, SyntheticRow};
 
 use super::super::hooks::hook_jobs;
 use super::super::stages::StageError;
 
-/// Job kind of a delivery.
-pub const DELIVER: &str = "deliver";
+/// Job kind of a delivery (its key prefix too).
+pub const DELIVER: JobKind = JobKind::Deliver;
 
 /// The `deliver` job's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,13 +47,7 @@ pub fn deliver_job(content_key: &str, resend: u32) -> NewJob {
         n => format!("{DELIVER}:{content_key}:resend-{n}"),
     };
     let req = DeliverRequest { content_key: content_key.into(), resend };
-    NewJob {
-        kind: DELIVER.into(),
-        key,
-        series_ref: None,
-        payload: serde_json::to_value(req).unwrap_or_default(),
-        priority: 1,
-    }
+    NewJob { kind: DELIVER, key, series_ref: None, payload: serde_json::to_value(req).unwrap_or_default(), priority: 1 }
 }
 
 /// The files of a synthetic series' folder, sorted by name.
@@ -193,7 +187,7 @@ mod tests {
     #[test]
     fn a_delivery_is_keyed_by_its_timepoint_and_a_resend_counts() {
         let first = deliver_job("fill:abc", 0);
-        assert_eq!((first.kind.as_str(), first.key.as_str()), (DELIVER, "deliver:fill:abc"));
+        assert_eq!((first.kind, first.key.as_str()), (DELIVER, "deliver:fill:abc"));
         assert_eq!(deliver_job("fill:abc", 0), first, "the same delivery is one job");
         assert_eq!(deliver_job("fill:abc", 2).key, "deliver:fill:abc:resend-2");
         let req: DeliverRequest = serde_json::from_value(deliver_job("fill:abc", 2).payload).unwrap();

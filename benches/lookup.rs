@@ -75,10 +75,14 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
         store.record_instance(&file, &facts).expect("record");
         let series_ref = store.series_id(&series).expect("series ref").expect("series");
         let job = NewJob {
-            kind: ldae::store::JobKind::Encode,
             key: format!("e{i}"),
             series_ref: Some(series_ref),
-            payload: serde_json::json!({}),
+            payload: ldae::store::Payload::Encode(ldae::store::EncodeJob {
+                content_key: format!("k{i}"),
+                volume: format!("/o/{i}.nii.gz"),
+                preprocess_hash: "ph".into(),
+                model_input: "/o/m.nii.gz".into(),
+            }),
             priority: 0,
         };
         store.enqueue(&job).expect("enqueue");

@@ -56,10 +56,9 @@ fn cancelling_a_running_archive_job_keeps_instance_paths_true() {
     store
         .mark_ready(id, "commit", |r| {
             vec![NewJob {
-                kind: crate::store::JobKind::Archive,
                 key: format!("archive:{}", r.content_key),
                 series_ref: Some(r.id),
-                payload: serde_json::json!({ "content_key": r.content_key }),
+                payload: crate::store::Payload::Archive(crate::store::SeriesJob { content_key: r.content_key.clone() }),
                 priority: 5,
             }]
         })

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::model::config::ModelConfig;
 use crate::preprocess::template::Template;
-use crate::store::{Completion, Job, JobKind, NewJob, NewRegistration, SeriesUpdate, Store};
+use crate::store::{Completion, EncodeJob, Job, NewJob, NewRegistration, Payload, PreprocessJob, SeriesUpdate, Store};
 
 use super::digest::{file_digest, model_digest};
 use super::files::sha256_bytes;
@@ -85,30 +85,27 @@ fn model_key(cfg: &Config) -> Result<String, StageError> {
     model_digest(&cfg.model.dir).map_err(StageError::Retry)
 }
 
-fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
-    job.payload
-        .get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no {key}", job.id)))
-}
-
 /// The preprocess job for one converted volume.
 pub fn job_for(series_ref: i64, content_key: &str, volume_path: &str, volume_sha: &str) -> NewJob {
     NewJob {
-        kind: JobKind::Preprocess,
         // The series content key too: two series may hold byte-identical volumes and each gets its own rows.
         key: format!("preprocess:{content_key}:{volume_sha}"),
         series_ref: Some(series_ref),
-        payload: serde_json::json!({ "content_key": content_key, "volume": volume_path, "volume_sha256": volume_sha }),
+        payload: Payload::Preprocess(PreprocessJob {
+            content_key: content_key.into(),
+            volume: volume_path.into(),
+            volume_sha256: volume_sha.into(),
+        }),
         priority: 8,
     }
 }
 
 /// Run it.
 pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let key = text(job, "content_key")?.to_string();
-    let volume_path = PathBuf::from(text(job, "volume")?);
-    let volume_sha = text(job, "volume_sha256")?.to_string();
+    let Payload::Preprocess(p) = &job.payload else { return Err(super::stages::wrong_payload(job)) };
+    let key = p.content_key.clone();
+    let volume_path = PathBuf::from(&p.volume);
+    let volume_sha = p.volume_sha256.clone();
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     let model = model_config(cfg)?;
     let ph = preprocess_hash(cfg, &model)?;
@@ -148,15 +145,14 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         });
     }
     let encode = NewJob {
-        kind: JobKind::Encode,
         // The model by its content (weights digest), not its folder: weights replaced in place encode anew.
         key: format!("encode:{key}:{volume_sha}:{ph}:{}", model_key(cfg)?),
         series_ref: Some(series_ref),
-        payload: serde_json::json!({
-            "content_key": key,
-            "volume": volume_path,
-            "preprocess_hash": ph,
-            "model_input": input_path,
+        payload: Payload::Encode(EncodeJob {
+            content_key: key.clone(),
+            volume: volume_path.to_string_lossy().into_owned(),
+            preprocess_hash: ph.clone(),
+            model_input: input_path.to_string_lossy().into_owned(),
         }),
         priority: 6,
     };

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{AfterCommit, Config};
-use crate::store::{Completion, Job, JobKind, NewJob, SeriesUpdate, Store};
+use crate::store::{Completion, Job, JobKind, NewJob, Payload, SeriesJob, SeriesUpdate, Store};
 
 use super::files::{move_file, remove_file_durably, safe_component, sha256_file};
 use super::hooks::hook_jobs;
@@ -50,10 +50,9 @@ pub const HOOK_KINDS: &[JobKind] = &[JobKind::Hook];
 /// The first jobs of a series that just became ready.
 pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob> {
     let mut jobs = vec![NewJob {
-        kind: JobKind::Convert,
         key: format!("convert:{}", super::digest::volume_key(&ready.content_key, &cfg.convert)),
         series_ref: Some(ready.id),
-        payload: serde_json::json!({ "content_key": ready.content_key }),
+        payload: Payload::Convert(SeriesJob { content_key: ready.content_key.clone() }),
         priority: 10,
     }];
     jobs.extend(hook_jobs(
@@ -66,12 +65,17 @@ pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob
     jobs
 }
 
+/// The error for a job whose payload is not its kind's (cannot happen for a job read from the store, which
+/// parses the payload by the kind; kept so a stage never panics on it).
+pub fn wrong_payload(job: &Job) -> StageError {
+    StageError::Permanent(format!("{} job {}: a {} payload", job.kind, job.id, job.payload.kind()))
+}
+
 fn content_key(job: &Job) -> Result<String, StageError> {
-    job.payload
-        .get("content_key")
-        .and_then(|k| k.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no content_key", job.id)))
+    match &job.payload {
+        Payload::Convert(p) | Payload::Archive(p) => Ok(p.content_key.clone()),
+        _ => Err(wrong_payload(job)),
+    }
 }
 
 fn series_of(job: &Job) -> Result<i64, StageError> {
@@ -198,10 +202,9 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     }
     if cfg.intake.after_commit != AfterCommit::Keep {
         c.next.push(NewJob {
-            kind: JobKind::Archive,
             key: format!("archive:{key}"),
             series_ref: Some(series.id),
-            payload: serde_json::json!({ "content_key": key }),
+            payload: Payload::Archive(SeriesJob { content_key: key.clone() }),
             priority: 5,
         });
     }
@@ -271,13 +274,8 @@ fn archive(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
 
 /// hook: call one hook command with its event.
 fn hook(cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let cmd = job
-        .payload
-        .get("command")
-        .and_then(|c| c.as_str())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: hook without command", job.id)))?;
-    let event = job.payload.get("event").cloned().unwrap_or(serde_json::Value::Null);
+    let Payload::Hook(h) = &job.payload else { return Err(wrong_payload(job)) };
     let timeout = std::time::Duration::from_secs_f64(cfg.hooks.timeout_secs);
-    super::hooks::run_hook(Path::new(cmd), &event, timeout).map_err(StageError::Retry)?;
+    super::hooks::run_hook(Path::new(&h.command), &h.event, timeout).map_err(StageError::Retry)?;
     Ok(Completion::default())
 }

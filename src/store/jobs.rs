@@ -13,7 +13,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::results::{insert_embedding, insert_registration, insert_volume, NewEmbedding, NewRegistration, NewVolume};
-use super::{audit, now, write_tx, JobKind, Store, StoreError};
+use super::{audit, now, write_tx, JobKind, Payload, SeriesJob, Store, StoreError};
 
 /// Job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,14 +49,20 @@ impl JobState {
     }
 }
 
-/// A job to enqueue. `key` names the work by content: enqueueing an existing key does nothing.
+/// A job to enqueue. `key` names the work by content: enqueueing an existing key does nothing. Its kind is its
+/// payload's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    pub kind: JobKind,
     pub key: String,
     pub series_ref: Option<i64>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub priority: i64,
+}
+
+impl NewJob {
+    pub fn kind(&self) -> JobKind {
+        self.payload.kind()
+    }
 }
 
 /// A job row.
@@ -69,7 +75,7 @@ pub struct Job {
     pub series_uid: Option<String>,
     /// The series' state now (e.g. `skipped`, `needs_review`), so `ldae jobs` shows where each job's series ended.
     pub series_state: Option<String>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub state: String,
     pub priority: i64,
     pub attempts: i64,
@@ -103,23 +109,31 @@ pub enum Recording {
 const JOB_COLS: &str = "j.id, j.kind, j.key, j.series_ref, s.series_uid, j.payload, j.state, j.priority, j.attempts, \
                         j.next_at, j.last_error, j.created_at, j.updated_at, s.state, j.owner, j.lease_until";
 
-/// A row as read; the kind is checked by [`RawJob::typed`] so that one unknown kind is an error naming its job.
+/// A row as read; kind and payload are checked by [`RawJob::typed`], so that one unknown kind or unreadable
+/// payload is an error naming its job.
 struct RawJob {
     kind: String,
+    payload: String,
+    /// The row with a placeholder kind and payload.
     job: Job,
 }
 
 impl RawJob {
     fn typed(self) -> Result<Job, StoreError> {
-        match JobKind::parse(&self.kind) {
-            Some(kind) => Ok(Job { kind, ..self.job }),
-            None => Err(StoreError::UnknownKind { job: self.job.id, kind: self.kind }),
-        }
+        let id = self.job.id;
+        let Some(kind) = JobKind::parse(&self.kind) else {
+            return Err(StoreError::UnknownKind { job: id, kind: self.kind });
+        };
+        let payload = Payload::from_json(kind, &self.payload).map_err(|e| StoreError::BadPayload {
+            job: id,
+            kind,
+            reason: e.to_string(),
+        })?;
+        Ok(Job { kind, payload, ..self.job })
     }
 }
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
-    let payload: String = r.get(5)?;
     let job = Job {
         id: r.get(0)?,
         kind: JobKind::Convert,
@@ -127,7 +141,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         series_ref: r.get(3)?,
         series_uid: r.get(4)?,
         series_state: r.get(13)?,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        payload: Payload::Convert(SeriesJob { content_key: String::new() }),
         state: r.get(6)?,
         priority: r.get(7)?,
         attempts: r.get(8)?,
@@ -138,7 +152,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         owner: r.get(14)?,
         lease_until: r.get(15)?,
     };
-    Ok(RawJob { kind: r.get(1)?, job })
+    Ok(RawJob { kind: r.get(1)?, payload: r.get(5)?, job })
 }
 
 /// One job by id inside a transaction.
@@ -192,7 +206,7 @@ pub(super) fn enqueue(tx: &Transaction<'_>, job: &NewJob) -> Result<bool, StoreE
     let n = tx.execute(
         "INSERT INTO jobs (kind, key, series_ref, payload, state, priority, attempts, next_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?6, ?6) ON CONFLICT (key) DO NOTHING",
-        params![job.kind.as_str(), job.key, job.series_ref, job.payload.to_string(), job.priority, t],
+        params![job.kind().as_str(), job.key, job.series_ref, job.payload.to_json(), job.priority, t],
     )?;
     Ok(n > 0)
 }
@@ -232,9 +246,21 @@ impl Store {
             vec![t.into(), lease.owner.clone().into(), (t + lease.secs).into()];
         values.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.as_str().to_string())));
         let id: Option<i64> = tx.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0)).optional()?;
-        let job = match id {
-            Some(id) => Some(job_in(&tx, id)?),
+        let job = match id.map(|id| (id, job_in(&tx, id))) {
             None => None,
+            Some((_, Ok(job))) => Some(job),
+            // Never runnable as stored: dead-lettered with the reason, so the queue goes on.
+            Some((id, Err(e @ StoreError::BadPayload { .. }))) => {
+                let error = e.to_string();
+                tx.execute(
+                    "UPDATE jobs SET state = 'dead', updated_at = ?2, finished_at = ?2, lease_until = NULL, \
+                     last_error = ?3 WHERE id = ?1",
+                    params![id, t, error],
+                )?;
+                audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "error": error }))?;
+                None
+            }
+            Some((_, Err(e))) => return Err(e),
         };
         tx.commit()?;
         Ok(job)
@@ -337,8 +363,7 @@ impl Store {
             return Ok(Recording::LeaseLost);
         }
         if state == "dead" {
-            if let (Some(series), Some(key)) = (job.series_ref, job.payload.get("content_key").and_then(|k| k.as_str()))
-            {
+            if let (Some(series), Some(key)) = (job.series_ref, job.payload.content_key()) {
                 tx.execute(
                     "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
                      AND state <> 'receiving'",

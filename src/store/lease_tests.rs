@@ -138,3 +138,22 @@ fn an_unknown_kind_is_never_claimed_and_reads_as_an_error_naming_the_job() {
     let e = s.job(id).unwrap_err().to_string();
     assert!(e.contains(&format!("job {id}")) && e.contains("`transcode`") && e.contains("newer"), "{e}");
 }
+
+#[test]
+fn a_claimed_job_whose_payload_does_not_fit_its_kind_is_dead_lettered_with_the_reason() {
+    let (_d, s, _) = store_with(0);
+    s.lock()
+        .execute(
+            "INSERT INTO jobs (kind, key, payload, state, priority, attempts, next_at, created_at, updated_at) \
+             VALUES ('encode', 'bad', '{\"content_key\": \"k\"}', 'pending', 0, 0, 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+    assert!(s.claim_at(&[JobKind::Encode], &lease("a"), T).unwrap().is_none());
+    let row: (String, String) = s
+        .lock()
+        .query_row("SELECT state, last_error FROM jobs WHERE key = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(row.0, "dead");
+    assert!(row.1.contains("encode payload cannot be read") && row.1.contains("volume"), "{}", row.1);
+}

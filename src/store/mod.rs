@@ -25,6 +25,7 @@ mod jobs;
 mod leases;
 mod lookup;
 mod patient_scans;
+mod payload;
 mod recovery;
 mod results;
 mod series;
@@ -37,6 +38,7 @@ pub use job_kind::{JobKind, UnknownKind};
 pub use jobs::{Completion, Job, JobState, Lease, NewJob, Recording, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
 pub use patient_scans::{PatientRef, PatientSeries};
+pub use payload::{DeliverRequest, EncodeJob, FillRequest, HookJob, Payload, PlanRequest, PreprocessJob, SeriesJob};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
@@ -86,6 +88,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("job {job}: kind `{kind}` is unknown to this ldae (written by a newer version?): upgrade ldae or cancel the job")]
     UnknownKind { job: i64, kind: String },
+    #[error("job {job}: its {kind} payload cannot be read: {reason}")]
+    BadPayload { job: i64, kind: JobKind, reason: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -142,10 +142,9 @@ mod tests {
         let sid = s.series_id(series).unwrap().unwrap();
         let key = format!("job-{series}");
         s.enqueue(&NewJob {
-            kind: crate::store::JobKind::Convert,
             key: key.clone(),
             series_ref: Some(sid),
-            payload: serde_json::json!({}),
+            payload: crate::store::Payload::Convert(crate::store::SeriesJob { content_key: key.clone() }),
             priority: 0,
         })
         .unwrap();

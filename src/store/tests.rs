@@ -37,10 +37,9 @@ pub(super) fn lease() -> Lease {
 
 pub(super) fn job(key: &str, series: i64) -> NewJob {
     NewJob {
-        kind: JobKind::Convert,
         key: key.into(),
         series_ref: Some(series),
-        payload: serde_json::json!({ "content_key": "k" }),
+        payload: Payload::Convert(SeriesJob { content_key: "k".into() }),
         priority: 0,
     }
 }
@@ -477,10 +476,9 @@ fn deliveries_are_recorded_once_per_key_peer_and_instance() {
     assert_eq!((r.state, r.state_note.as_deref()), (SyntheticState::Failed, Some("association rejected")));
     for k in ["deliver:fill:1", "deliver:fill:1:resend-1", "deliver:fill:10"] {
         let job = NewJob {
-            kind: JobKind::Deliver,
             key: k.into(),
             series_ref: None,
-            payload: serde_json::json!({}),
+            payload: Payload::Deliver(DeliverRequest { content_key: k.into(), resend: 0 }),
             priority: 1,
         };
         s.enqueue(&job).unwrap();

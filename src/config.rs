@@ -158,6 +158,15 @@ pub struct PreprocessConfig {
     pub pyramid: Vec<u32>,
     /// Optimiser iterations per pyramid level.
     pub iterations: u32,
+    /// The stages, in order (default: register → template mask → resize; the paper's: n4 → brain_extract →
+    /// register → resize).
+    pub steps: Vec<crate::preprocess::steps::Step>,
+    /// The grid the registered scan is resampled onto for the model input (default: the template image's).
+    pub grid: Option<crate::preprocess::steps::GridSpec>,
+    /// N4 bias-field correction (the `n4` step and `ldae n4`).
+    pub n4: crate::preprocess::n4::N4Options,
+    /// Brain extraction (the `brain_extract` step).
+    pub brain: crate::preprocess::brain::BrainOptions,
 }
 
 impl Default for PreprocessConfig {
@@ -167,6 +176,10 @@ impl Default for PreprocessConfig {
             template_mask: PathBuf::from("../weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
             pyramid: vec![4, 2, 1],
             iterations: 100,
+            steps: crate::preprocess::steps::Step::default_steps(),
+            grid: None,
+            n4: crate::preprocess::n4::N4Options::default(),
+            brain: crate::preprocess::brain::BrainOptions::default(),
         }
     }
 }
@@ -384,6 +397,18 @@ impl Config {
         }
         if self.preprocess.iterations == 0 {
             return bad("preprocess.iterations", "must be > 0");
+        }
+        if let Err(m) = crate::preprocess::steps::validate_steps(&self.preprocess.steps) {
+            return bad("preprocess.steps", &m);
+        }
+        if let Some(Err(m)) = self.preprocess.grid.as_ref().map(|g| g.validate()) {
+            return bad("preprocess.grid", &m);
+        }
+        if let Err((k, m)) = self.preprocess.n4.validate() {
+            return bad(k, m);
+        }
+        if let Err((k, m)) = self.preprocess.brain.validate() {
+            return bad(k, m);
         }
         if self.model.steps == 0 || self.model.steps > 1000 {
             return bad("model.steps", "must be in 1..=1000");

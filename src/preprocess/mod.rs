@@ -14,14 +14,19 @@
 //! `Volume → Volume` step before [`register`], a deformable stage refines the affine [`Transform`] into a
 //! displacement field that [`resample`] samples through instead of one matrix.
 
+pub mod brain;
+pub mod bspline;
 pub mod mask;
 pub mod metric;
 pub mod model_input;
+pub mod n4;
 pub mod pipeline;
 pub mod pyramid;
 pub mod qc;
 pub mod register;
 pub mod resample;
+pub mod sharpen;
+pub mod steps;
 pub mod template;
 pub mod transform;
 

@@ -525,6 +525,26 @@ mod tests {
     }
 
     #[test]
+    fn published_config_runs_the_papers_order_on_the_2009c_grid() {
+        use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/published.toml");
+        let cfg = Config::load(&p).expect("published config loads");
+        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]);
+        assert_eq!(cfg.preprocess.grid, Some(GridSpec::Named(NamedGrid::Icbm152_2009c)));
+        let g = cfg.preprocess.grid.as_ref().map(|g| g.grid()).expect("grid");
+        assert_eq!(g.shape, [193, 229, 193]);
+        // Everything outside [preprocess] is the shipped default.
+        let shipped = Config::load(&p.with_file_name("ldae.toml")).expect("shipped config loads");
+        assert_eq!(Config { preprocess: shipped.preprocess.clone(), ..cfg.clone() }, shipped);
+        let bad = "[preprocess]\nsteps = [\"resize\", \"register\"]\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).expect("write");
+        let e = Config::load(&f).expect_err("bad steps are refused").to_string();
+        assert!(e.contains("preprocess.steps"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let e = Config::from_toml_str(Path::new("c.toml"), "[stability]\nquiet_sec = 3\n").unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("quiet_sec"), "{e}");

@@ -153,7 +153,16 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         metric: out.mi,
         brain_coverage: out.brain_coverage,
     };
-    let measured = format!("mutual information {:.3}, brain coverage {:.1} %", out.mi, out.brain_coverage * 100.0);
+    let steps: Vec<&str> = out.ran.iter().map(|r| r.step.name()).collect();
+    let mut measured = format!(
+        "steps {}; mutual information {:.3}, brain coverage {:.1} %",
+        steps.join(" → "),
+        out.mi,
+        out.brain_coverage * 100.0
+    );
+    if let Some(b) = out.ran.iter().find_map(|r| r.brain) {
+        measured.push_str(&format!(", extracted brain {:.2}× the template mask", b.volume_ratio));
+    }
     // The QC gate: a registration below a [qc] threshold is kept (transform, model input) but not encoded.
     if let Some(why) = cfg.qc.review_reason(out.mi, out.brain_coverage) {
         tracing::warn!(volume = %volume_path.display(), "registration needs review: {why}");

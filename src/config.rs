@@ -158,6 +158,15 @@ pub struct PreprocessConfig {
     pub pyramid: Vec<u32>,
     /// Optimiser iterations per pyramid level.
     pub iterations: u32,
+    /// The stages, in order (default: register → template mask → resize; the paper's: n4 → brain_extract →
+    /// register → resize).
+    pub steps: Vec<crate::preprocess::steps::Step>,
+    /// The grid the registered scan is resampled onto for the model input (default: the template image's).
+    pub grid: Option<crate::preprocess::steps::GridSpec>,
+    /// N4 bias-field correction (the `n4` step and `ldae n4`).
+    pub n4: crate::preprocess::n4::N4Options,
+    /// Brain extraction (the `brain_extract` step).
+    pub brain: crate::preprocess::brain::BrainOptions,
 }
 
 impl Default for PreprocessConfig {
@@ -167,6 +176,10 @@ impl Default for PreprocessConfig {
             template_mask: PathBuf::from("../weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
             pyramid: vec![4, 2, 1],
             iterations: 100,
+            steps: crate::preprocess::steps::Step::default_steps(),
+            grid: None,
+            n4: crate::preprocess::n4::N4Options::default(),
+            brain: crate::preprocess::brain::BrainOptions::default(),
         }
     }
 }
@@ -391,6 +404,18 @@ impl Config {
         if self.preprocess.iterations == 0 {
             return bad("preprocess.iterations", "must be > 0");
         }
+        if let Err(m) = crate::preprocess::steps::validate_steps(&self.preprocess.steps) {
+            return bad("preprocess.steps", &m);
+        }
+        if let Some(Err(m)) = self.preprocess.grid.as_ref().map(|g| g.validate()) {
+            return bad("preprocess.grid", &m);
+        }
+        if let Err((k, m)) = self.preprocess.n4.validate() {
+            return bad(k, m);
+        }
+        if let Err((k, m)) = self.preprocess.brain.validate() {
+            return bad(k, m);
+        }
         if self.model.steps == 0 || self.model.steps > 1000 {
             return bad("model.steps", "must be in 1..=1000");
         }
@@ -506,6 +531,26 @@ mod tests {
         assert_eq!(cfg.model.dir, normalize(&root.join("weights/demo")));
         assert_eq!(cfg.paths.incoming, vec![normalize(&root.join("var/incoming"))]);
         assert!(cfg.preprocess.template.is_file(), "{:?}", cfg.preprocess.template);
+    }
+
+    #[test]
+    fn published_config_runs_the_papers_order_on_the_2009c_grid() {
+        use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/published.toml");
+        let cfg = Config::load(&p).expect("published config loads");
+        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]);
+        assert_eq!(cfg.preprocess.grid, Some(GridSpec::Named(NamedGrid::Icbm152_2009c)));
+        let g = cfg.preprocess.grid.as_ref().map(|g| g.grid()).expect("grid");
+        assert_eq!(g.shape, [193, 229, 193]);
+        // Everything outside [preprocess] is the shipped default.
+        let shipped = Config::load(&p.with_file_name("ldae.toml")).expect("shipped config loads");
+        assert_eq!(Config { preprocess: shipped.preprocess.clone(), ..cfg.clone() }, shipped);
+        let bad = "[preprocess]\nsteps = [\"resize\", \"register\"]\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).expect("write");
+        let e = Config::load(&f).expect_err("bad steps are refused").to_string();
+        assert!(e.contains("preprocess.steps"), "{e}");
     }
 
     #[test]

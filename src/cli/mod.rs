@@ -12,6 +12,7 @@ pub mod fill;
 pub mod lookup;
 pub mod lookup_pictures;
 pub mod model;
+pub mod n4;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
@@ -61,6 +62,8 @@ pub enum Command {
     Weights(weights::WeightsCommand),
     /// Register a volume to the template (rigid, then affine).
     Register(preprocess::RegisterArgs),
+    /// Correct a scan for a smooth bias field (N4-style).
+    N4(n4::N4Args),
     /// Register, mask and produce the model's exact input.
     Preprocess(preprocess::PreprocessArgs),
     /// Map a template-space volume back onto a subject's native grid.
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Weights(c) => weights::run(c),
         Command::Register(a) => preprocess::register(a, &config),
         Command::Preprocess(a) => preprocess::preprocess(a, &config),
+        Command::N4(a) => n4::run(a, &config),
         Command::Unwarp(a) => preprocess::unwarp(a),
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),

@@ -47,7 +47,7 @@ fn template_digests(cfg: &Config) -> Result<(String, String), StageError> {
 pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> Result<String, StageError> {
     let (template, mask) = template_digests(cfg)?;
     let key = serde_json::json!({
-        "preprocess": cfg.preprocess,
+        "preprocess": steps_key(&cfg.preprocess),
         "template": template,
         "template_mask": mask,
         "pixdim": model.data.pixdim,
@@ -55,6 +55,28 @@ pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> Result<String, Stag
         "ldae": crate::VERSION,
     });
     Ok(sha256_bytes(key.to_string().as_bytes()))
+}
+
+/// The `[preprocess]` part of the key: the template paths, the registration settings, the grid, and the steps in
+/// order, each with its own parameters (the parameters of a step that does not run do not change the key).
+pub fn steps_key(p: &crate::config::PreprocessConfig) -> serde_json::Value {
+    use crate::preprocess::steps::Step;
+    let steps: Vec<serde_json::Value> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::N4 => serde_json::json!({ "step": s, "n4": p.n4 }),
+            Step::BrainExtract => serde_json::json!({ "step": s, "brain": p.brain }),
+            Step::Register => serde_json::json!({ "step": s, "pyramid": p.pyramid, "iterations": p.iterations }),
+            Step::TemplateMask | Step::Resize => serde_json::json!({ "step": s }),
+        })
+        .collect();
+    serde_json::json!({
+        "template": p.template,
+        "template_mask": p.template_mask,
+        "grid": p.grid,
+        "steps": steps,
+    })
 }
 
 type Cached = Mutex<Option<((PathBuf, PathBuf, String), Arc<Template>)>>;
@@ -128,7 +150,16 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         metric: out.mi,
         brain_coverage: out.brain_coverage,
     };
-    let measured = format!("mutual information {:.3}, brain coverage {:.1} %", out.mi, out.brain_coverage * 100.0);
+    let steps: Vec<&str> = out.ran.iter().map(|r| r.step.name()).collect();
+    let mut measured = format!(
+        "steps {}; mutual information {:.3}, brain coverage {:.1} %",
+        steps.join(" → "),
+        out.mi,
+        out.brain_coverage * 100.0
+    );
+    if let Some(b) = out.ran.iter().find_map(|r| r.brain) {
+        measured.push_str(&format!(", extracted brain {:.2}× the template mask", b.volume_ratio));
+    }
     // The QC gate: a registration below a [qc] threshold is kept (transform, model input) but not encoded.
     if let Some(why) = cfg.qc.review_reason(out.mi, out.brain_coverage) {
         tracing::warn!(volume = %volume_path.display(), "registration needs review: {why}");
@@ -168,4 +199,29 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         next: vec![encode],
         ..Completion::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
+
+    #[test]
+    fn the_key_follows_the_steps_and_only_their_parameters() {
+        let base = crate::config::PreprocessConfig::default();
+        let key = |p: &crate::config::PreprocessConfig| steps_key(p).to_string();
+        let mut n4_params = base.clone();
+        n4_params.n4.shrink = 2;
+        assert_eq!(key(&base), key(&n4_params), "n4 does not run by default: its parameters do not matter");
+        let mut published = base.clone();
+        published.steps = Step::published_steps();
+        assert_ne!(key(&base), key(&published));
+        let mut published_n4 = published.clone();
+        published_n4.n4.shrink = 2;
+        assert_ne!(key(&published), key(&published_n4));
+        let mut grid = base.clone();
+        grid.grid = Some(GridSpec::Named(NamedGrid::Icbm152_2009c));
+        assert_ne!(key(&base), key(&grid));
+        assert!(key(&published).contains("\"brain_extract\""));
+    }
 }

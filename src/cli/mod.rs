@@ -21,6 +21,7 @@ pub mod serve;
 pub mod similar;
 pub mod synthetic;
 pub mod timeline;
+pub mod transforms;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -59,12 +60,14 @@ pub enum Command {
     /// Install, convert and verify model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
-    /// Register a volume to the template (rigid, then affine).
+    /// Register a volume to the template (rigid, then affine, then optionally deformable).
     Register(preprocess::RegisterArgs),
     /// Register, mask and produce the model's exact input.
     Preprocess(preprocess::PreprocessArgs),
     /// Map a template-space volume back onto a subject's native grid.
     Unwarp(preprocess::UnwarpArgs),
+    /// Resample an image through a chain of transforms (ITK/ANTs affines and displacement fields).
+    ApplyTransform(transforms::ApplyTransformArgs),
     /// Run the daemon: watch the drop folders and process every series.
     Serve(serve::ServeArgs),
     /// Mark a pending series complete now, without waiting for its quiet period.
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(a) => preprocess::register(a, &config),
         Command::Preprocess(a) => preprocess::preprocess(a, &config),
         Command::Unwarp(a) => preprocess::unwarp(a),
+        Command::ApplyTransform(a) => transforms::apply_transform(a, &config),
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),

@@ -14,6 +14,7 @@
 //! `Volume → Volume` step before [`register`], a deformable stage refines the affine [`Transform`] into a
 //! displacement field that [`resample`] samples through instead of one matrix.
 
+pub mod deformable;
 pub mod mask;
 pub mod metric;
 pub mod model_input;

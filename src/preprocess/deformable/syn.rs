@@ -133,7 +133,8 @@ fn force(img: &Array3<f32>, d: &Array3<f32>, grid: Grid, limits: &Limits) -> Res
     })
 }
 
-/// Smooth, scale to at most `step_mm`, and compose on the right of `u`; then smooth `u`.
+/// Smooth, scale so that the 99th percentile of the update's lengths is `step` voxels (longer ones clipped to it:
+/// a few outlying forces must not shrink every other voxel's step), compose on the right of `u`; then smooth `u`.
 fn update(
     u: &Field,
     mut delta: Field,
@@ -142,11 +143,31 @@ fn update(
     limits: &Limits,
 ) -> Result<Field, PreprocessError> {
     delta.smooth(o.fluid_sigma * spacing);
-    let m = delta.max_norm();
-    if !(m.is_finite() && m > 0.0) {
+    let mut norms: Vec<f32> = Zip::from(&delta.comp[0])
+        .and(&delta.comp[1])
+        .and(&delta.comp[2])
+        .map_collect(|a, b, c| (a * a + b * b + c * c).sqrt())
+        .into_iter()
+        .filter(|v| *v > 0.0)
+        .collect();
+    if norms.is_empty() {
         return Ok(u.clone());
     }
-    delta.scale(o.step * spacing / m);
+    let idx = (norms.len() - 1) * 99 / 100;
+    let p99 = *norms.select_nth_unstable_by(idx, |a, b| a.total_cmp(b)).1 as f64;
+    if !(p99.is_finite() && p99 > 0.0) {
+        return Ok(u.clone());
+    }
+    let step = o.step * spacing;
+    let scale = step / p99;
+    let [a, b, c] = &mut delta.comp;
+    Zip::from(a).and(b).and(c).par_for_each(|a, b, c| {
+        let n = ((*a * *a + *b * *b + *c * *c) as f64).sqrt() * scale;
+        let k = if n > step { scale * step / n } else { scale } as f32;
+        *a *= k;
+        *b *= k;
+        *c *= k;
+    });
     let mut next = u.compose(&delta, limits)?;
     next.smooth(o.elastic_sigma * spacing);
     Ok(next)

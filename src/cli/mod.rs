@@ -22,6 +22,7 @@ pub mod serve;
 pub mod similar;
 pub mod synthetic;
 pub mod timeline;
+pub mod transforms;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -60,7 +61,7 @@ pub enum Command {
     /// Install, convert and verify model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
-    /// Register a volume to the template (rigid, then affine).
+    /// Register a volume to the template (rigid, then affine, then optionally deformable).
     Register(preprocess::RegisterArgs),
     /// Correct a scan for a smooth bias field (N4-style).
     N4(n4::N4Args),
@@ -68,6 +69,8 @@ pub enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// Map a template-space volume back onto a subject's native grid.
     Unwarp(preprocess::UnwarpArgs),
+    /// Resample an image through a chain of transforms (ITK/ANTs affines and displacement fields).
+    ApplyTransform(transforms::ApplyTransformArgs),
     /// Run the daemon: watch the drop folders and process every series.
     Serve(serve::ServeArgs),
     /// Mark a pending series complete now, without waiting for its quiet period.
@@ -152,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preprocess(a) => preprocess::preprocess(a, &config),
         Command::N4(a) => n4::run(a, &config),
         Command::Unwarp(a) => preprocess::unwarp(a),
+        Command::ApplyTransform(a) => transforms::apply_transform(a, &config),
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),

@@ -18,7 +18,6 @@ use crate::model::codes::load_codes;
 use crate::model::ldae::no_progress;
 use crate::model::tensor_volume::tensor_volume;
 use crate::preprocess::resample::Grid;
-use crate::preprocess::transform::Transform;
 use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Payload, Store};
 
 use super::delivery::deliver::deliver_job;
@@ -259,8 +258,12 @@ fn on_native_grid(
 ) -> Result<crate::volume::Volume, StageError> {
     let native = crate::nifti::read_nifti_limited(Path::new(&scan.volume_path), &cfg.limits)
         .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))?;
-    let t = Transform::read(Path::new(&scan.transform_path))
-        .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))?;
-    crate::preprocess::pipeline::unwarp(template, &Grid::of(&native), &t)
-        .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))
+    // An affine or a deformable chain record: the same call follows either (issue 16).
+    crate::preprocess::deformable::chain::unwarp(
+        template,
+        &Grid::of(&native),
+        Path::new(&scan.transform_path),
+        &cfg.limits,
+    )
+    .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))
 }

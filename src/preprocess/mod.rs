@@ -12,14 +12,13 @@
 //! - [`brain`]: brain extraction — the template mask carried through a template → native mapping, refined by
 //!   intensity (Otsu, morphology, largest component, hole filling), with QC values;
 //! - [`steps`]: the configurable `[preprocess] steps` list and the model input's grid (e.g. `icbm152_2009c`);
+//! - [`deformable`]: SyN-style symmetric diffeomorphic registration after the affine (local CC), displacement
+//!   fields with their inverse, ITK/ANTs warp files, transform chains;
 //! - [`pipeline`]: [`preprocess_volume`], the facade the daemon calls, running the configured steps.
-//!
-//! A deformable stage slots in as a further [`steps::Step`] after `register`: it refines the affine
-//! [`Transform`] into a displacement field that [`resample`] samples through, and gives [`brain`] a
-//! [`brain::NativeToTemplate`] mapping.
 
 pub mod brain;
 pub mod bspline;
+pub mod deformable;
 pub mod mask;
 pub mod metric;
 pub mod model_input;

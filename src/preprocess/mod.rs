@@ -8,7 +8,9 @@
 //! - [`resample`]: trilinear/nearest sampling of a [`Volume`] on another grid through a transform (rayon);
 //! - [`mask`]: the template mask mapped to the subject, optionally refined by intensity;
 //! - [`model_input`]: the reference loader's deterministic steps (SPEC §6) exactly;
-//! - [`pipeline`]: [`preprocess_volume`], the facade the daemon calls.
+//! - [`pipeline`]: [`preprocess_volume`], the facade the daemon calls;
+//! - [`deformable`]: SyN-style deformable registration after the affine, displacement fields, ITK/ANTs warp files
+//!   and transform chains (affine + field, forward or inverse).
 //!
 //! Bias-field correction and deformable registration slot in as further [`pipeline`] stages: a corrector is a
 //! `Volume → Volume` step before [`register`], a deformable stage refines the affine [`Transform`] into a

@@ -11,6 +11,11 @@
 //!
 //! Run: `cargo bench --bench deformable` (python with antspyx: `$LDAE_ANTS_PYTHON`, else
 //! `~/.cache/ldae-ants-venv/bin/python`).
+//!
+//! Recorded 2026-12-02 on the 2-core development machine (shared, load ~12), **dev profile** (opt-level 1; a
+//! release build did not fit the session), antspyx 0.6.3: ldae 53.6 s (iterations 40/30/20, error mean 0.592 mm,
+//! max 11.2 mm), antspyx SyNOnly 208.0 s (error mean 0.701 mm, max 7.41 mm): 0.26× ANTs' time at a lower mean
+//! error (ANTs' max error is lower). The load was not controlled; rerun in release for the 0.2× goal.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -584,5 +584,13 @@ mod tests {
         assert!(e.contains("model.device"), "{e}");
         let e = Config::from_toml_str(Path::new("c.toml"), "[stability]\nquiet_secs = -1\n").unwrap_err().to_string();
         assert!(e.contains("stability.quiet_secs"), "{e}");
+        for bad in ["0.5", "-3", "nan", "1e9"] {
+            let e = Config::from_toml_str(Path::new("c.toml"), &format!("[jobs]\nlease_secs = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("jobs.lease_secs"), "{bad}: {e}");
+        }
+        let ok = Config::from_toml_str(Path::new("c.toml"), "[jobs]\nlease_secs = 2\n").expect("2 s is a lease");
+        assert_eq!(ok.jobs.lease_secs, 2.0);
     }
 }

@@ -91,6 +91,7 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
 
     // SIGKILL worker 1 while it holds a job.
     assert!(wait_holding(&env, &workers[0], 60.0).is_some(), "worker 1 never ran a job\n{}", env.logs());
+    let killed_pid = workers[0].id();
     workers[0].kill().expect("SIGKILL");
     let _ = workers[0].wait();
     let killed_at = t0.elapsed().as_secs_f64();
@@ -140,9 +141,17 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
     assert_eq!(states, [("skipped".to_string(), n)], "every series finished once, the same way");
     assert_eq!(count(&env, "SELECT COUNT(*) FROM audit_events WHERE kind = 'series_ready'"), n, "ready once each");
     assert_eq!(count(&env, "SELECT COUNT(*) FROM volumes"), n, "one volume per series");
-    let on_disk: Vec<PathBuf> =
-        files_under(&env.path("outputs")).into_iter().filter(|p| p.to_string_lossy().ends_with(".nii.gz")).collect();
+    // Writes go to a hidden temporary name, renamed into place: only the SIGKILLed worker may leave one behind.
+    let (temps, on_disk): (Vec<PathBuf>, Vec<PathBuf>) = files_under(&env.path("outputs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .partition(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
     assert_eq!(on_disk.len(), SERIES as usize, "no duplicate outputs on disk: {on_disk:?}");
+    let killed_tmp = format!(".ldae-tmp-{killed_pid}-");
+    assert!(
+        temps.iter().all(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&killed_tmp))),
+        "temporary files left by a live worker: {temps:?}"
+    );
     // Every job done — by exactly one owner, one `job_done` event — or dead with its reason.
     assert_eq!(count(&env, "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('done', 'dead')"), 0);
     assert_eq!(count(&env, "SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND last_error IS NULL"), 0);

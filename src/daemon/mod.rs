@@ -4,7 +4,9 @@
 //! Threads: the tokio runtime only waits (signals, timers, watcher events); the intake thread settles, hashes and
 //! records files; CPU stages run on tokio's blocking pool; the model runs on one dedicated thread; hooks on
 //! their own. All state lives in the [`crate::store::Store`], so `kill -9` at any point loses nothing: on start,
-//! running jobs are requeued, pending series re-armed, and files still in the drop folders rescanned.
+//! the jobs of dead workers are requeued (by their free owner lock, or when their lease expires), pending series
+//! re-armed, and files still in the drop folders rescanned. Several processes may share one store, in roles
+//! (`intake`, `worker`, `all`; see [`run::Role`]).
 
 pub mod delivery;
 pub mod digest;

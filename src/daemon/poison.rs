@@ -12,7 +12,7 @@
 //!   deaths, with reason `crashed_parser`, instead of reading it again. (A `kill -9` that happens to land during
 //!   a parse counts too: the file can be requeued with `ldae quarantine requeue`; SIGTERM drains and never counts.)
 //! - Jobs get the same treatment in `jobs.rs` (stage thread, `catch_unwind`, per-stage timeout) and in
-//!   [`Store::requeue_running`] (a job running during `jobs.max_crashes` deaths is dead-lettered).
+//!   the leases (`store/leases.rs`: a job whose worker was lost `jobs.max_crashes` times is dead-lettered).
 
 use std::path::Path;
 use std::sync::mpsc;

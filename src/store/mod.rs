@@ -8,7 +8,8 @@
 //! `SELECT … FOR UPDATE SKIP LOCKED`), see DESIGN.md "Growing past one machine".
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
-//! series states), `jobs.rs` (the queue; `job_kind.rs` its kinds, `leases.rs` heartbeats and expiry), `results.rs` (volumes, registrations, embeddings), `status.rs`
+//! series states), `jobs.rs` (the queue; `job_kind.rs` its kinds, `payload.rs` their typed payloads,
+//! `leases.rs` heartbeats and lease expiry), `results.rs` (volumes, registrations, embeddings), `status.rs`
 //! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
 //! `synthetic.rs` (synthetic timepoints), `patient_scans.rs` (one patient's series, for `ldae report`).
 

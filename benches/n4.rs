@@ -15,7 +15,9 @@
 //! --profile dev`: ldae at opt-level 1; no release build fitted the time), antspyx from PyPI, one run: true field
 //! CV 0.0728; ldae 3 levels 4.79 s, residual CV 0.0366 (iterations 19/16/9); ANTs 3 levels 13.79 s, CV 0.0311
 //! (ldae/ANTs 0.35×); ANTs 4 levels 16.26 s, CV 0.0339 (0.29×). The goal (≤ 0.2× at equal accuracy) is not
-//! met yet: ANTs is ~15 % more accurate, and a release build's time is still to be measured.
+//! met yet: ANTs is ~15 % more accurate. A second run with ldae at opt-level 3 (`CARGO_PROFILE_DEV_OPT_LEVEL=3`):
+//! ldae 5.08 s, ANTs 3 levels 10.61 s (0.48×), 4 levels 12.50 s (0.41×): optimisation did not shorten ldae's time on the loaded box, so
+//! the fixed full-resolution passes (log, block shrink, field evaluation; serial) are the next thing to measure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

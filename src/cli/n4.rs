@@ -30,6 +30,9 @@ pub struct N4Args {
     /// Shrink factor of the working copy (overrides `[preprocess.n4] shrink`).
     #[arg(long)]
     pub shrink: Option<u32>,
+    /// Convergence threshold per level (overrides `[preprocess.n4] convergence`).
+    #[arg(long)]
+    pub convergence: Option<f64>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -47,6 +50,9 @@ pub fn run(a: N4Args, config: &Path) -> anyhow::Result<ExitCode> {
     }
     if let Some(s) = a.shrink {
         opts.shrink = s;
+    }
+    if let Some(c) = a.convergence {
+        opts.convergence = c;
     }
     if let Err((k, m)) = opts.validate() {
         anyhow::bail!("{k}: {m}");

@@ -82,13 +82,13 @@ pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
 
 async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), DaemonError> {
     let _lock = lock_state(&cfg.paths.state)?;
-    let store = Arc::new(Store::open_in(&cfg.paths.state)?);
+    let store = Arc::new(Store::open_at(&crate::store::Location::of(&cfg))?);
     let (requeued, crash_looped) = store.requeue_running(cfg.jobs.max_crashes)?;
     let rearmed = store.rearm_pending()?;
     let requeues_finished = super::quarantine::recover_requeues(&store)?;
     let poison = super::poison::recover_interrupted_parses(&store, &cfg)?;
     tracing::info!(
-        db = %store.path().display(),
+        db = %store.location(),
         requeued,
         crash_looped,
         rearmed,

@@ -2,13 +2,13 @@
 //! follow-up jobs, in one transaction), fail (retry later or dead-letter), and the operator's list/retry/cancel.
 //!
 //! Claiming is `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING` on the single SQLite writer; on PostgreSQL the
-//! inner select becomes `FOR UPDATE SKIP LOCKED` so several workers can share the table.
+//! inner select is `FOR UPDATE SKIP LOCKED` so several workers can share the table.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::sql::{params, Exec, Row, SqlError, Tx, Value};
 use serde::Serialize;
 
 use super::results::{insert_embedding, insert_registration, insert_volume, NewEmbedding, NewRegistration, NewVolume};
-use super::{audit, now, write_tx, Store, StoreError};
+use super::{audit, now, Store, StoreError};
 
 /// Job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,7 +77,7 @@ pub struct Job {
 const JOB_COLS: &str = "j.id, j.kind, j.key, j.series_ref, s.series_uid, j.payload, j.state, j.priority, j.attempts, \
                         j.next_at, j.last_error, j.created_at, j.updated_at, s.state";
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+fn job_from_row(r: &Row) -> Result<Job, SqlError> {
     let payload: String = r.get(5)?;
     Ok(Job {
         id: r.get(0)?,
@@ -128,12 +128,12 @@ pub struct Completion {
 }
 
 /// Insert a job unless its key exists. Returns whether it was inserted.
-pub(super) fn enqueue(tx: &Transaction<'_>, job: &NewJob) -> Result<bool, StoreError> {
+pub(super) fn enqueue(tx: &Tx<'_>, job: &NewJob) -> Result<bool, StoreError> {
     let t = now();
     let n = tx.execute(
         "INSERT INTO jobs (kind, key, series_ref, payload, state, priority, attempts, next_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?6, ?6) ON CONFLICT (key) DO NOTHING",
-        params![job.kind, job.key, job.series_ref, job.payload.to_string(), job.priority, t],
+        &params![job.kind, job.key, job.series_ref, job.payload.to_string(), job.priority, t],
     )?;
     Ok(n > 0)
 }
@@ -142,7 +142,7 @@ impl Store {
     /// Enqueue one job on its own (idempotent by key).
     pub fn enqueue(&self, job: &NewJob) -> Result<bool, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let inserted = enqueue(&tx, job)?;
         tx.commit()?;
         Ok(inserted)
@@ -154,20 +154,18 @@ impl Store {
     /// Returns (requeued, dead-lettered).
     pub fn requeue_running(&self, max_crashes: u32) -> Result<(usize, usize), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
-        tx.execute("UPDATE jobs SET crashes = crashes + 1 WHERE state = 'running'", [])?;
+        tx.execute("UPDATE jobs SET crashes = crashes + 1 WHERE state = 'running'", &[])?;
         let error = "the daemon died while this job ran, ' || crashes || ' times: not run again (a poison input?)";
-        let dead: Vec<(i64, Option<i64>, String, String)> = {
-            let mut st = tx.prepare(&format!(
+        let dead: Vec<(i64, Option<i64>, String, String)> = tx.query_map(
+            &format!(
                 "UPDATE jobs SET state = 'dead', updated_at = ?1, finished_at = ?1, last_error = '{error}' \
                  WHERE state = 'running' AND crashes >= ?2 RETURNING id, series_ref, kind, payload"
-            ))?;
-            let rows = st
-                .query_map(params![t, max_crashes.max(1) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
+            ),
+            &params![t, max_crashes.max(1) as i64],
+            |r| Ok::<_, SqlError>((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
         for (id, series, kind, payload) in &dead {
             let key = serde_json::from_str::<serde_json::Value>(payload)
                 .ok()
@@ -176,7 +174,7 @@ impl Store {
                 tx.execute(
                     "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
                      AND state <> 'receiving'",
-                    params![series, key, format!("{kind} job {id} dead: the daemon died while it ran")],
+                    &params![series, key, format!("{kind} job {id} dead: the daemon died while it ran")],
                 )?;
             }
             audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "kind": kind, "error": "crash loop" }))?;
@@ -184,7 +182,7 @@ impl Store {
         let requeued = tx.execute(
             "UPDATE jobs SET state = 'pending', updated_at = ?1, next_at = ?1, \
              last_error = COALESCE(last_error, 'interrupted (daemon stopped while it ran)') WHERE state = 'running'",
-            [t],
+            &params![t],
         )?;
         tx.commit()?;
         Ok((requeued, dead.len()))
@@ -196,23 +194,25 @@ impl Store {
             return Ok(None);
         }
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        let marks = vec!["?"; kinds.len()].join(", ");
+        let tx = conn.begin()?;
+        let marks = (0..kinds.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(", ");
         let t = now();
+        // SQLite has one writer and no row locks (the clause is left out there); PostgreSQL skips rows another
+        // worker's claim holds.
+        let lock = if tx.backend() == super::Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?1 WHERE id = \
              (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1 AND kind IN ({marks}) \
-              ORDER BY priority DESC, next_at, id LIMIT 1) RETURNING id"
+              ORDER BY priority DESC, next_at, id LIMIT 1{lock}) RETURNING id"
         );
-        let mut values: Vec<rusqlite::types::Value> = vec![t.into()];
-        values.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.to_string())));
-        let id: Option<i64> = tx.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0)).optional()?;
+        let mut values: Vec<Value> = vec![t.into()];
+        values.extend(kinds.iter().map(|k| Value::from(*k)));
+        let id: Option<i64> = tx.query_value(&sql, &values)?;
         let job = match id {
-            Some(id) => Some(tx.query_row(
+            Some(id) => Some(job_from_row(&tx.query_row(
                 &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
-                [id],
-                job_from_row,
-            )?),
+                &params![id],
+            )?)?),
             None => None,
         };
         tx.commit()?;
@@ -222,21 +222,25 @@ impl Store {
     /// Seconds until the next pending job of `kinds` is due (None: nothing pending).
     pub fn next_due_in(&self, kinds: &[&str]) -> Result<Option<f64>, StoreError> {
         let conn = self.lock();
-        let marks = vec!["?"; kinds.len()].join(", ");
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let marks = (0..kinds.len()).map(|i| format!("?{}", i + 1)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT MIN(next_at) FROM jobs WHERE state = 'pending' AND kind IN ({marks})");
-        let at: Option<f64> = conn.query_row(&sql, rusqlite::params_from_iter(kinds.iter()), |r| r.get(0))?;
+        let values: Vec<Value> = kinds.iter().map(|k| Value::from(*k)).collect();
+        let at: Option<f64> = conn.query_value::<Option<f64>>(&sql, &values)?.flatten();
         Ok(at.map(|a| (a - now()).max(0.0)))
     }
 
     /// Record a job's success with everything it produced, in one transaction.
     pub fn complete(&self, job: &Job, c: &Completion) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'done', updated_at = ?2, finished_at = ?2, last_error = NULL \
              WHERE id = ?1 AND state = 'running'",
-            params![job.id, t],
+            &params![job.id, t],
         )?;
         if n == 0 {
             // Cancelled by the operator while it ran: keep what it wrote to disk, record nothing.
@@ -252,7 +256,7 @@ impl Store {
             insert_embedding(&tx, e)?;
         }
         if let Some((series_ref, json)) = &c.snapshot {
-            tx.execute("UPDATE series SET snapshot = ?2 WHERE id = ?1", params![series_ref, json])?;
+            tx.execute("UPDATE series SET snapshot = ?2 WHERE id = ?1", &params![series_ref, json])?;
         }
         if let Some(s) = &c.synthetic {
             super::synthetic::insert_synthetic(&tx, s)?;
@@ -261,13 +265,13 @@ impl Store {
             super::synthetic::set_state(&tx, *id, *state, Some(note))?;
         }
         for (instance_id, path) in &c.moved {
-            tx.execute("UPDATE instances SET path = ?2 WHERE id = ?1", params![instance_id, path])?;
+            tx.execute("UPDATE instances SET path = ?2 WHERE id = ?1", &params![instance_id, path])?;
         }
         if let Some(u) = &c.series {
             tx.execute(
                 "UPDATE series SET state = ?3, note = ?4, finished_at = CASE WHEN ?5 THEN ?6 ELSE finished_at END \
                  WHERE id = ?1 AND content_key = ?2 AND state <> 'receiving'",
-                params![u.series_ref, u.content_key, u.state, u.note, u.finished, t],
+                &params![u.series_ref, u.content_key, u.state, u.note, u.finished, t],
             )?;
         }
         for next in &c.next {
@@ -281,7 +285,7 @@ impl Store {
     /// Record a failure: retry at `retry_at`, or (None) dead-letter the job and mark its series failed.
     pub fn fail(&self, job: &Job, error: &str, retry_at: Option<f64>) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let (state, next_at) = match retry_at {
             Some(at) => ("pending", at),
@@ -289,8 +293,8 @@ impl Store {
         };
         let n = tx.execute(
             "UPDATE jobs SET state = ?2, next_at = ?3, last_error = ?4, updated_at = ?5, \
-             finished_at = CASE WHEN ?2 = 'dead' THEN ?5 ELSE NULL END WHERE id = ?1 AND state = 'running'",
-            params![job.id, state, next_at, error, t],
+             finished_at = ?6 WHERE id = ?1 AND state = 'running'",
+            &params![job.id, state, next_at, error, t, (state == "dead").then_some(t)],
         )?;
         if n > 0 && state == "dead" {
             if let (Some(series), Some(key)) = (job.series_ref, job.payload.get("content_key").and_then(|k| k.as_str()))
@@ -298,7 +302,7 @@ impl Store {
                 tx.execute(
                     "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
                      AND state <> 'receiving'",
-                    params![series, key, format!("{} job {} dead: {error}", job.kind, job.id)],
+                    &params![series, key, format!("{} job {} dead: {error}", job.kind, job.id)],
                 )?;
             }
         }
@@ -313,48 +317,46 @@ impl Store {
         let conn = self.lock();
         let sql = format!(
             "SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref \
-             WHERE (?1 IS NULL OR j.state = ?1) ORDER BY j.id DESC LIMIT ?2"
+             WHERE COALESCE(?1, j.state) = j.state ORDER BY j.id DESC LIMIT ?2"
         );
-        let mut st = conn.prepare(&sql)?;
-        let rows = st
-            .query_map(params![state.map(|s| s.as_str()), limit as i64], job_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.query_map(&sql, &params![state.map(|s| s.as_str()), limit as i64], |r| Ok(job_from_row(r)?))
     }
 
     /// The job with content key `key`, if any.
     pub fn job_by_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
-                [key],
-                job_from_row,
-            )
-            .optional()?)
+                &params![key],
+            )?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()?)
     }
 
     /// One job by id.
     pub fn job(&self, id: i64) -> Result<Job, StoreError> {
         let conn = self.lock();
-        conn.query_row(
+        conn.query_opt(
             &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
-            [id],
-            job_from_row,
-        )
-        .optional()?
+            &params![id],
+        )?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("job {id} does not exist")))
     }
 
     /// Operator retry: a dead, cancelled or waiting job runs again now with a fresh attempt budget.
     pub fn job_retry(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'pending', attempts = 0, next_at = ?2, updated_at = ?2, finished_at = NULL \
              WHERE id = ?1 AND state IN ('dead', 'cancelled', 'pending')",
-            params![id, t],
+            &params![id, t],
         )?;
         if n == 0 {
             return Err(job_missing_or(&tx, id, "cannot be retried")?);
@@ -362,7 +364,7 @@ impl Store {
         tx.execute(
             "UPDATE series SET state = 'ready', note = NULL WHERE state = 'failed' AND id = \
              (SELECT series_ref FROM jobs WHERE id = ?1)",
-            [id],
+            &params![id],
         )?;
         audit(&tx, "job_retry_requested", &id.to_string(), &serde_json::json!({}))?;
         tx.commit()?;
@@ -372,12 +374,12 @@ impl Store {
     /// Operator cancel: a pending (or running: its result is then discarded) job will not run.
     pub fn job_cancel(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2 \
              WHERE id = ?1 AND state IN ('pending', 'running')",
-            params![id, t],
+            &params![id, t],
         )?;
         if n == 0 {
             return Err(job_missing_or(&tx, id, "cannot be cancelled")?);
@@ -389,8 +391,8 @@ impl Store {
 }
 
 /// The error for a job id that either does not exist or is in the wrong state.
-fn job_missing_or(tx: &Transaction<'_>, id: i64, what: &str) -> Result<StoreError, StoreError> {
-    let state: Option<String> = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+fn job_missing_or(tx: &Tx<'_>, id: i64, what: &str) -> Result<StoreError, StoreError> {
+    let state: Option<String> = tx.query_value("SELECT state FROM jobs WHERE id = ?1", &params![id])?;
     Ok(match state {
         None => StoreError::NotFound(format!("job {id} does not exist")),
         Some(s) => StoreError::Conflict(format!("job {id} is {s}: {what}")),

@@ -46,6 +46,7 @@ impl Rng {
 }
 
 fn fill(store: &Store, n: usize, rng: &mut Rng) {
+    let lease = ldae::store::Lease { owner: "bench".into(), secs: 3600.0 };
     for i in 0..n {
         let series = format!("2.25.{}", 1_000_000 + i);
         let year = 2015 + (i % 10);
@@ -74,14 +75,18 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
         store.record_instance(&file, &facts).expect("record");
         let series_ref = store.series_id(&series).expect("series ref").expect("series");
         let job = NewJob {
-            kind: "encode".into(),
             key: format!("e{i}"),
             series_ref: Some(series_ref),
-            payload: serde_json::json!({}),
+            payload: ldae::store::Payload::Encode(ldae::store::EncodeJob {
+                content_key: format!("k{i}"),
+                volume: format!("/o/{i}.nii.gz"),
+                preprocess_hash: "ph".into(),
+                model_input: "/o/m.nii.gz".into(),
+            }),
             priority: 0,
         };
         store.enqueue(&job).expect("enqueue");
-        let j = store.claim(&["encode"]).expect("claim").expect("a job");
+        let j = store.claim(&[ldae::store::JobKind::Encode], &lease).expect("claim").expect("a job");
         let vol = format!("/o/{i}.nii.gz");
         let c = Completion {
             volumes: vec![NewVolume {
@@ -112,7 +117,7 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
             }),
             ..Completion::default()
         };
-        store.complete(&j, &c).expect("complete");
+        let _ = store.complete(&j, &c).expect("complete");
     }
 }
 

@@ -24,6 +24,17 @@ if ! python3 -c "import nibabel, numpy, sklearn" 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-nibabel python3-numpy python3-sklearn >/dev/null
   }
 fi
+# antspyx (ANTs from Python, PyPI) for tests/ants_transforms.rs and benches/deformable.rs, in its own venv.
+ANTS_VENV="${HOME}/.cache/ldae-ants-venv"
+if ! "${ANTS_VENV}/bin/python" -c "import ants, nibabel, numpy" 2>/dev/null; then
+  python3 -m venv "${ANTS_VENV}" 2>/dev/null || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "${ANTS_VENV}"
+  }
+  "${ANTS_VENV}/bin/python" -m pip install --quiet antspyx nibabel numpy
+fi
+export LDAE_ANTS_PYTHON="${LDAE_ANTS_PYTHON:-${ANTS_VENV}/bin/python}"
 
 # This script installs every tool the tests use, so by default every test must run for real: a missing tool or
 # data file fails its test instead of skipping (tests/common/require.rs). LDAE_REQUIRE_ALL=0 allows skips.

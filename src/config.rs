@@ -160,6 +160,15 @@ pub struct PreprocessConfig {
     pub pyramid: Vec<u32>,
     /// Optimiser iterations per pyramid level.
     pub iterations: u32,
+    /// The stages, in order (default: register → template mask → resize; the paper's: n4 → brain_extract →
+    /// register → resize).
+    pub steps: Vec<crate::preprocess::steps::Step>,
+    /// The grid the registered scan is resampled onto for the model input (default: the template image's).
+    pub grid: Option<crate::preprocess::steps::GridSpec>,
+    /// N4 bias-field correction (the `n4` step and `ldae n4`).
+    pub n4: crate::preprocess::n4::N4Options,
+    /// Brain extraction (the `brain_extract` step).
+    pub brain: crate::preprocess::brain::BrainOptions,
 }
 
 impl Default for PreprocessConfig {
@@ -169,6 +178,10 @@ impl Default for PreprocessConfig {
             template_mask: PathBuf::from("../weights/templates/mni152_brain_mask_nilearn_res1.nii.gz"),
             pyramid: vec![4, 2, 1],
             iterations: 100,
+            steps: crate::preprocess::steps::Step::default_steps(),
+            grid: None,
+            n4: crate::preprocess::n4::N4Options::default(),
+            brain: crate::preprocess::brain::BrainOptions::default(),
         }
     }
 }
@@ -221,8 +234,13 @@ pub struct JobsConfig {
     pub backoff_max_secs: f64,
     /// Worker threads for CPU stages (0 = number of cores).
     pub cpu_workers: usize,
-    /// A job that was running when the process died this many times is dead-lettered on start.
+    /// A job whose worker was lost (process died, or hung or paused past its lease) this many times is
+    /// dead-lettered instead of run again.
     pub max_crashes: u32,
+    /// How long a claim holds without a heartbeat, seconds; each worker process renews its jobs' leases every
+    /// `lease_secs / 3`. A job whose worker died on another host is run again after at most this long (one on
+    /// this host, sharing `paths.state`, at once).
+    pub lease_secs: f64,
     /// The longest each stage may run before it is abandoned (and retried, then dead-lettered).
     pub stage_timeout_secs: StageTimeouts,
 }
@@ -235,6 +253,7 @@ impl Default for JobsConfig {
             backoff_max_secs: 600.0,
             cpu_workers: 0,
             max_crashes: 3,
+            lease_secs: 30.0,
             stage_timeout_secs: StageTimeouts::default(),
         }
     }
@@ -400,6 +419,18 @@ impl Config {
         if self.preprocess.iterations == 0 {
             return bad("preprocess.iterations", "must be > 0");
         }
+        if let Err(m) = crate::preprocess::steps::validate_steps(&self.preprocess.steps) {
+            return bad("preprocess.steps", &m);
+        }
+        if let Some(Err(m)) = self.preprocess.grid.as_ref().map(|g| g.validate()) {
+            return bad("preprocess.grid", &m);
+        }
+        if let Err((k, m)) = self.preprocess.n4.validate() {
+            return bad(k, m);
+        }
+        if let Err((k, m)) = self.preprocess.brain.validate() {
+            return bad(k, m);
+        }
         if self.model.steps == 0 || self.model.steps > 1000 {
             return bad("model.steps", "must be in 1..=1000");
         }
@@ -424,6 +455,9 @@ impl Config {
         }
         if self.jobs.max_crashes == 0 {
             return bad("jobs.max_crashes", "must be ≥ 1");
+        }
+        if !(self.jobs.lease_secs >= 1.0 && self.jobs.lease_secs <= 86_400.0) {
+            return bad("jobs.lease_secs", "must be between 1 and 86400 seconds");
         }
         if self.intake.max_parse_crashes == 0 {
             return bad("intake.max_parse_crashes", "must be ≥ 1");
@@ -512,6 +546,26 @@ mod tests {
         assert_eq!(cfg.model.dir, normalize(&root.join("weights/demo")));
         assert_eq!(cfg.paths.incoming, vec![normalize(&root.join("var/incoming"))]);
         assert!(cfg.preprocess.template.is_file(), "{:?}", cfg.preprocess.template);
+    }
+
+    #[test]
+    fn published_config_runs_the_papers_order_on_the_2009c_grid() {
+        use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/published.toml");
+        let cfg = Config::load(&p).expect("published config loads");
+        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]);
+        assert_eq!(cfg.preprocess.grid, Some(GridSpec::Named(NamedGrid::Icbm152_2009c)));
+        let g = cfg.preprocess.grid.as_ref().map(|g| g.grid()).expect("grid");
+        assert_eq!(g.shape, [193, 229, 193]);
+        // Everything outside [preprocess] is the shipped default.
+        let shipped = Config::load(&p.with_file_name("ldae.toml")).expect("shipped config loads");
+        assert_eq!(Config { preprocess: shipped.preprocess.clone(), ..cfg.clone() }, shipped);
+        let bad = "[preprocess]\nsteps = [\"resize\", \"register\"]\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).expect("write");
+        let e = Config::load(&f).expect_err("bad steps are refused").to_string();
+        assert!(e.contains("preprocess.steps"), "{e}");
     }
 
     #[test]

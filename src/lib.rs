@@ -19,6 +19,7 @@ pub mod longitudinal;
 pub mod lookup;
 pub mod model;
 pub mod nifti;
+mod nifti_write;
 pub mod preprocess;
 pub mod store;
 pub mod volume;

@@ -34,20 +34,23 @@ pub struct Limits {
     /// Largest PDU ldae accepts from a DICOM peer (announced as its Maximum Length when associating; a PDU or a
     /// response command claiming more is refused before it is buffered) and the largest it sends.
     pub max_pdu_bytes: u32,
+    /// Most coefficients of one B-spline control-point lattice (the N4 bias field at its finest level).
+    pub max_spline_coefficients: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_voxels: 1 << 29,           // 536 M voxels: 2 GiB as f32; a 1 mm head is 7 M
-            max_element_bytes: 1 << 30,    // 1 GiB
-            max_frames: 1 << 14,           // 16384 frames / fragments
-            max_inflated_bytes: 1 << 31,   // 2 GiB
-            max_nesting_depth: 16,         // real data sets nest 3–6 deep
-            max_dim: 1 << 14,              // 16384 pixels along one axis
-            max_header_bytes: 1 << 26,     // 64 MiB; real headers (enhanced MR included) are under a few MiB
-            max_series_instances: 1 << 14, // 16384 files; a 1 mm head is ~200 slices, a long fMRI run ~4000
-            max_pdu_bytes: 1 << 16,        // 64 KiB; Orthanc's default is 16 KiB, dcmtk's 16 KiB
+            max_voxels: 1 << 29,              // 536 M voxels: 2 GiB as f32; a 1 mm head is 7 M
+            max_element_bytes: 1 << 30,       // 1 GiB
+            max_frames: 1 << 14,              // 16384 frames / fragments
+            max_inflated_bytes: 1 << 31,      // 2 GiB
+            max_nesting_depth: 16,            // real data sets nest 3–6 deep
+            max_dim: 1 << 14,                 // 16384 pixels along one axis
+            max_header_bytes: 1 << 26,        // 64 MiB; real headers (enhanced MR included) are under a few MiB
+            max_series_instances: 1 << 14,    // 16384 files; a 1 mm head is ~200 slices, a long fMRI run ~4000
+            max_pdu_bytes: 1 << 16,           // 64 KiB; Orthanc's default is 16 KiB, dcmtk's 16 KiB
+            max_spline_coefficients: 1 << 24, // 16 M; N4's default finest lattice is 11³
         }
     }
 }
@@ -110,6 +113,9 @@ impl Limits {
         }
         if self.max_series_instances == 0 {
             return Err(("limits.max_series_instances", "must be > 0"));
+        }
+        if self.max_spline_coefficients == 0 {
+            return Err(("limits.max_spline_coefficients", "must be > 0"));
         }
         if !(4096..=1 << 26).contains(&self.max_pdu_bytes) {
             return Err(("limits.max_pdu_bytes", "must be in 4096..=67108864"));

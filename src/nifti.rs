@@ -2,12 +2,13 @@
 //!
 //! Reading takes the data in stored voxel order (no reorientation: the model was trained that way, SPEC §6),
 //! applies `scl_slope`/`scl_inter`, and takes the affine from the sform when `sform_code > 0`, else the qform,
-//! else the pixel dimensions. Writing stores float32 data with the same affine as **both** sform and qform
-//! (code 1, scanner-anatomical) — the qform is the nearest rigid+scale quaternion form of the affine.
+//! else the pixel dimensions. Writing ([`crate::nifti_write`]) stores int16 when every value is whole (as
+//! dcm2niix does), float32 otherwise, with the same affine as **both** sform and qform (code 1,
+//! scanner-anatomical) — the qform is the nearest rigid+scale quaternion form of the affine.
 //! Files are written to a temporary name and renamed, so a crash never leaves half a file under the final name.
 //!
-//! The crate parses the header (both byte orders), converts every datatype to f32 with the scaling, and writes
-//! header + data. This adapter keeps, by measurement:
+//! The crate parses the header (both byte orders) and converts every datatype to f32 with the scaling. This
+//! adapter keeps, by measurement:
 //! - **the checks before anything is allocated** ([`check_header`]): dims (each, negative, product) against
 //!   [`Limits`], datatype vs bitpix (the crate sizes the data by `bitpix` but decodes by `datatype`, and a file
 //!   whose two disagree panics inside it: "Inconsistent raw data size"), `vox_offset` against the file size,
@@ -20,7 +21,7 @@
 //! - **the quaternion math**: the crate's qform reader and writer need its `nalgebra_affine` feature
 //!   (nalgebra + simba), its reader panics on a negative pixdim or a qfac other than ±1, and `set_affine` zeroes
 //!   the qform; [`quatern_to_affine`]/[`affine_to_quatern`] are the NIfTI-1 formulas (60 lines);
-//! - the temporary name + fsync + rename (the crate writes straight to the path it is given).
+//! - the temporary name + fsync + rename.
 
 use crate::io::read_up_to;
 use std::io::{BufReader, Read};
@@ -28,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array3, ShapeBuilder};
-use nifti::writer::WriterOptions;
 use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 
 use crate::limits::{LimitExceeded, Limits};
@@ -365,106 +365,60 @@ pub fn affine_to_quatern(a: &Affine) -> (f64, f64, f64, f64, [f64; 3]) {
     (qb, qc, qd, qfac, sizes)
 }
 
-/// The header ldae writes: float32, the affine as sform and as qform (both code 1), mm + s units, the value
-/// range in cal_min/cal_max. The crate fills dim, datatype, bitpix, vox_offset, scaling and magic.
-fn header_for(vol: &Volume, description: &str) -> NiftiHeader {
-    let (qb, qc, qd, qfac, sizes) = affine_to_quatern(&vol.affine);
-    let o = vol.affine.origin();
-    let row = |r: usize| {
-        let a = &vol.affine.0[r];
-        [a[0] as f32, a[1] as f32, a[2] as f32, a[3] as f32]
-    };
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for &v in vol.data.iter() {
-        if v.is_finite() {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    }
-    let (cal_min, cal_max) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
-    let mut descrip = vec![0u8; 80];
-    let d = description.as_bytes();
-    let n = d.len().min(79);
-    descrip[..n].copy_from_slice(&d[..n]);
-    NiftiHeader {
-        pixdim: [qfac as f32, sizes[0] as f32, sizes[1] as f32, sizes[2] as f32, 1.0, 1.0, 1.0, 1.0],
-        xyzt_units: 10 | 8, // mm + s
-        cal_max,
-        cal_min,
-        descrip,
-        qform_code: 1, // scanner anatomical
-        sform_code: 1,
-        quatern_b: qb as f32,
-        quatern_c: qc as f32,
-        quatern_d: qd as f32,
-        quatern_x: o[0] as f32,
-        quatern_y: o[1] as f32,
-        quatern_z: o[2] as f32,
-        srow_x: row(0),
-        srow_y: row(1),
-        srow_z: row(2),
-        endianness: nifti::Endianness::Little,
-        ..NiftiHeader::default()
-    }
-}
-
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Write `vol` through the crate to a temporary sibling of `path`, optionally fsync it, and rename it.
-fn write_via_crate(path: &Path, vol: &Volume, description: &str, gz: bool, sync: bool) -> Result<(), NiftiError> {
+/// Encode `vol` ([`crate::nifti_write`]), write it (gzip members in parallel when `gz`) to a temporary sibling
+/// of `path`, optionally fsync it, and rename it.
+fn write_encoded(path: &Path, vol: &Volume, description: &str, gz: bool, sync: bool) -> Result<(), NiftiError> {
+    use std::io::Write;
     let [ni, nj, nk] = vol.shape();
     if [ni, nj, nk].iter().any(|&d| d == 0 || d > i16::MAX as usize) {
-        // The crate casts each dim to u16 without a check (70000 would be written as 4464).
         return Err(fmt_err(path, format!("cannot store a {ni}x{nj}x{nk} grid (NIfTI-1 dims are 1..=32767)")));
     }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(path))?;
     let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    // The crate rewrites the last extension of the name it is given: a dot-free stem + .nii / .nii.gz.
     let tmp = dir.join(format!(".ldae-tmp-{}-{seq}.{}", std::process::id(), if gz { "nii.gz" } else { "nii" }));
-    let header = header_for(vol, description);
-    let result = WriterOptions::new(&tmp)
-        .reference_header(&header)
-        .compress(gz)
-        .write_nifti(&vol.data)
-        .map_err(|e| match e {
-            nifti::NiftiError::Io(source) => NiftiError::Io { path: path.to_path_buf(), source },
-            other => fmt_err(path, other.to_string()),
-        })
-        .and_then(|()| {
-            if sync {
-                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(path))?;
+    let bytes = crate::nifti_write::encode(vol, description);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if gz {
+            for member in crate::nifti_write::gzip_members(&bytes)? {
+                f.write_all(&member)?;
             }
-            std::fs::rename(&tmp, path).map_err(io_err(path))
-        });
+        } else {
+            f.write_all(&bytes)?;
+        }
+        if sync {
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })()
+    .map_err(io_err(path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
 }
 
-/// Write a volume as float32 NIfTI-1 (`.nii.gz` compressed when the name ends in `.gz`), atomically (fsync'd).
+/// Write a volume as NIfTI-1 (int16 when its values are whole, else float32; [`crate::nifti_write`]) (`.nii.gz` compressed when the name ends in `.gz`), atomically (fsync'd).
 pub fn write_nifti(path: &Path, vol: &Volume) -> Result<(), NiftiError> {
-    write_via_crate(path, vol, &description(), is_gz(path), true)
+    write_encoded(path, vol, &description(), is_gz(path), true)
 }
 
 /// [`write_nifti`] without the fsync, compressed or not as asked (`ldae convert` leaves flushing to the OS).
 pub fn write_nifti_unsynced(path: &Path, vol: &Volume, gz: bool) -> Result<(), NiftiError> {
-    write_via_crate(path, vol, &description(), gz, false)
+    write_encoded(path, vol, &description(), gz, false)
 }
 
 fn description() -> String {
     format!("ldae {}", crate::VERSION)
 }
 
-/// A volume as the bytes of an uncompressed float32 `.nii` (written by the crate through a temporary file).
+/// A volume as the bytes of an uncompressed `.nii` (int16/uint16/int32 when its values are whole, else float32).
 pub fn nifti_bytes(vol: &Volume, description: &str) -> Vec<u8> {
-    let dir = std::env::temp_dir();
-    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = dir.join(format!(".ldae-bytes.{}.{seq}.nii", std::process::id()));
-    let bytes = write_via_crate(&p, vol, description, false, false).ok().and_then(|()| std::fs::read(&p).ok());
-    let _ = std::fs::remove_file(&p);
-    bytes.unwrap_or_default()
+    crate::nifti_write::encode(vol, description)
 }
 
 /// Write bytes to `path` through a temporary sibling and a rename (fsync'd), so readers never see half a file.

@@ -161,3 +161,43 @@ fn max_diff(a: &Affine, m: &[Vec<f64>]) -> f64 {
     assert_eq!(m.len(), 4, "a 4x4 matrix");
     a.0.iter().zip(m).flat_map(|(ra, rm)| ra.iter().zip(rm).map(|(x, y)| (x - y).abs())).fold(0.0, f64::max)
 }
+
+const READ_BIG_INT: &str = r#"
+import gzip, sys, numpy as np, nibabel as nib
+img = nib.load(sys.argv[1])
+i, j, k = np.indices(img.shape)
+want = ((i * 7 + j * 3 - k * 11) % 2000 - 1000).astype(np.float64)
+got = np.asarray(img.dataobj, dtype=np.float64)
+assert np.array_equal(got, want), "voxel values differ"
+if sys.argv[1].endswith(".gz"):
+    raw = gzip.open(sys.argv[1]).read()  # Python's gzip reads every member, like zlib's gzread
+    assert len(raw) == 352 + got.size * 2, len(raw)
+print(int(img.header["datatype"]), list(img.shape))
+"#;
+
+/// Whole values are written as int16 (as dcm2niix stores a series), and a `.nii.gz` larger than one gzip
+/// member (written as several members compressed in parallel) reads back the same in nibabel, Python's gzip
+/// and ldae's reader.
+#[test]
+fn nibabel_reads_int16_and_multi_member_gzip() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = Array3::from_shape_fn((120, 100, 60), |(i, j, k)| {
+        ((i * 7 + j * 3) as i64 - (k * 11) as i64).rem_euclid(2000) as f32 - 1000.0
+    });
+    let vol = Volume::new(
+        data.clone(),
+        Affine::from_columns([-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 2.0, 3.0]),
+    );
+    let Some(_) = python("import nibabel", &[]) else { return };
+    for name in ["int.nii", "int.nii.gz"] {
+        let p = tmp.path().join(name);
+        write_nifti(&p, &vol).expect("write");
+        let out = python(READ_BIG_INT, &[&p]).expect("python");
+        assert_eq!(out.trim(), "4 [120, 100, 60]", "{name}: int16 (datatype 4) of the written shape");
+        let back = read_nifti(&p).expect("read");
+        assert_eq!(back.data, data, "{name}: ldae reads back the values");
+    }
+    let gz = std::fs::read(tmp.path().join("int.nii.gz")).expect("gz");
+    let members = gz.windows(3).filter(|w| w == &[0x1f, 0x8b, 0x08]).count();
+    assert!(members >= 2, "a 1.44 MB volume is written as several gzip members ({members})");
+}

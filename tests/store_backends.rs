@@ -54,13 +54,18 @@ fn arrived(name: &str, sha: &str) -> ArrivedFile {
 
 fn job(key: &str, series: i64) -> NewJob {
     NewJob {
-        kind: "convert".into(),
         key: key.into(),
         series_ref: Some(series),
-        payload: serde_json::json!({ "content_key": "k" }),
+        payload: Payload::Convert(SeriesJob { content_key: "k".into() }),
         priority: 0,
     }
 }
+
+fn lease() -> Lease {
+    Lease { owner: "test-owner".into(), secs: 30.0 }
+}
+
+const CONVERT: &[JobKind] = &[JobKind::Convert];
 
 fn intake(s: &Store) {
     let a = arrived("a.dcm", "aa");
@@ -79,10 +84,9 @@ fn intake(s: &Store) {
     };
     assert_eq!(stored_path, "/in/a.dcm");
     let hook = NewJob {
-        kind: "hook".into(),
         key: "hook:q".into(),
         series_ref: None,
-        payload: serde_json::json!({}),
+        payload: Payload::Hook(HookJob { command: "/bin/true".into(), event: serde_json::json!({}) }),
         priority: 0,
     };
     let qid = s
@@ -150,20 +154,20 @@ fn jobs(s: &Store) {
     let sid = s.series_id("S").unwrap().unwrap();
     assert!(s.enqueue(&job("j1", sid)).unwrap());
     assert!(!s.enqueue(&job("j1", sid)).unwrap());
-    assert!(s.claim(&[]).unwrap().is_none());
-    assert!(s.claim(&["encode"]).unwrap().is_none(), "other kinds only");
-    let j = s.claim(&["encode", "convert"]).unwrap().expect("claimed");
-    assert_eq!((j.attempts, j.state.as_str(), j.series_uid.as_deref()), (1, "running", Some("S")));
-    assert_eq!(j.payload, serde_json::json!({ "content_key": "k" }));
-    assert!(s.claim(&["convert"]).unwrap().is_none(), "running jobs are not claimed twice");
-    s.fail(&j, "boom", Some(ldae::store::now() + 100.0)).unwrap();
-    assert!(s.claim(&["convert"]).unwrap().is_none(), "not due yet");
-    assert!(s.next_due_in(&["convert"]).unwrap().unwrap() > 50.0);
-    assert!(s.next_due_in(&["encode"]).unwrap().is_none());
+    assert!(s.claim(&[], &lease()).unwrap().is_none());
+    assert!(s.claim(&[JobKind::Encode], &lease()).unwrap().is_none(), "other kinds only");
+    let j = s.claim(&[JobKind::Encode, JobKind::Convert], &lease()).unwrap().expect("claimed");
+    assert_eq!((j.attempts, j.series_uid.as_deref(), j.owner.as_deref()), (1, Some("S"), Some("test-owner")));
+    assert_eq!(j.payload, Payload::Convert(SeriesJob { content_key: "k".into() }));
+    assert!(s.claim(CONVERT, &lease()).unwrap().is_none(), "running jobs are not claimed twice");
+    assert_eq!(s.fail(&j, "boom", Some(ldae::store::now() + 100.0)).unwrap(), Recording::Recorded);
+    assert!(s.claim(CONVERT, &lease()).unwrap().is_none(), "not due yet");
+    assert!(s.next_due_in(CONVERT).unwrap().unwrap() > 50.0);
+    assert!(s.next_due_in(&[JobKind::Encode]).unwrap().is_none());
     s.job_retry(j.id).unwrap();
-    let j = s.claim(&["convert"]).unwrap().expect("due after retry");
+    let j = s.claim(CONVERT, &lease()).unwrap().expect("due after retry");
     assert_eq!(j.attempts, 1, "retry resets the attempt budget");
-    s.fail(&j, "fatal", None).unwrap();
+    assert_eq!(s.fail(&j, "fatal", None).unwrap(), Recording::Recorded);
     let dead = s.jobs_list(Some(JobState::Dead), 10).unwrap();
     assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("fatal")));
     assert_eq!(s.jobs_list(None, 10).unwrap().len(), 1);
@@ -172,20 +176,25 @@ fn jobs(s: &Store) {
     let st = s.status(10).unwrap();
     assert_eq!(st.last_errors.len(), 1);
     assert!(st.jobs.iter().any(|c| c.kind == "convert" && c.state == "dead" && c.count == 1), "{:?}", st.jobs);
-    // A crash while running: pending again; running during a second death: dead-lettered.
+    // A lost lease: pending again (the loss counted), its stale owner records nothing; lost twice: dead.
     s.job_retry(j.id).unwrap();
-    let _ = s.claim(&["convert"]).unwrap().expect("claimed");
-    assert_eq!(s.requeue_running(2).unwrap(), (1, 0));
-    let j = s.claim(&["convert"]).unwrap().expect("claimed again");
-    assert_eq!(s.requeue_running(2).unwrap(), (0, 1));
+    let t = ldae::store::now();
+    let stale = s.claim_at(CONVERT, &lease(), t).unwrap().expect("claimed");
+    assert_eq!(s.heartbeat_at("test-owner", 30.0, t + 10.0).unwrap(), 1);
+    assert_eq!(s.expire_leases_at(t + 20.0, 2).unwrap(), (0, 0), "the heartbeat extended it");
+    assert_eq!(s.expire_leases_at(t + 41.0, 2).unwrap(), (1, 0));
+    assert_eq!(s.complete_at(&stale, &Completion::default(), t + 42.0).unwrap(), Recording::LeaseLost);
+    let j = s.claim_at(CONVERT, &lease(), t + 43.0).unwrap().expect("claimed again");
+    assert_eq!(s.running_owners().unwrap(), ["test-owner"]);
+    assert_eq!(s.release_owner_at("test-owner", t + 44.0, 2).unwrap(), (0, 1));
     let j = s.job(j.id).unwrap();
-    assert!(j.last_error.as_deref().unwrap_or("").contains("died while this job ran, 2 times"), "{j:?}");
+    assert_eq!(j.state, "dead", "{j:?}");
     // Cancelled while running: the completion records nothing.
     assert!(s.enqueue(&job("j2", sid)).unwrap());
-    let j2 = s.claim(&["convert"]).unwrap().expect("claimed");
+    let j2 = s.claim(CONVERT, &lease()).unwrap().expect("claimed");
     s.job_cancel(j2.id).unwrap();
     let c = Completion { next: vec![job("j3", sid)], ..Completion::default() };
-    s.complete(&j2, &c).unwrap();
+    assert_eq!(s.complete(&j2, &c).unwrap(), Recording::LeaseLost);
     assert_eq!(s.job(j2.id).unwrap().state, "cancelled");
     assert!(s.job_by_key("j3").unwrap().is_none());
 }
@@ -202,7 +211,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str, y_sem: Vec<f32>) -> i
     s.record_instance(&arrived(sop, sop), &h).unwrap();
     let series_ref = s.series_id(series).unwrap().unwrap();
     s.enqueue(&job(&format!("c-{series}"), series_ref)).unwrap();
-    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let j = s.claim(CONVERT, &lease()).unwrap().expect("claimed");
     let vol = format!("/o/{series}.nii.gz");
     let c = Completion {
         volumes: vec![NewVolume {
@@ -241,7 +250,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str, y_sem: Vec<f32>) -> i
         }),
         ..Completion::default()
     };
-    s.complete(&j, &c).unwrap();
+    assert_eq!(s.complete(&j, &c).unwrap(), Recording::Recorded);
     s.embeddings_of_series(series, false).unwrap()[0].id
 }
 
@@ -334,10 +343,9 @@ fn delivery(s: &Store) {
     let rows = s.deliveries_of(id).unwrap();
     assert_eq!(rows.iter().map(|r| r.status).collect::<Vec<_>>(), [0, 0xB000]);
     let deliver = |key: &str| NewJob {
-        kind: "deliver".into(),
         key: key.into(),
         series_ref: None,
-        payload: serde_json::json!({}),
+        payload: Payload::Deliver(DeliverRequest { content_key: "fill1".into(), resend: 0 }),
         priority: 0,
     };
     for k in ["deliver:x", "deliver:x:1", "deliver:x:2", "deliver:xy", "deliver:y"] {

@@ -12,6 +12,7 @@ pub mod fill;
 pub mod lookup;
 pub mod lookup_pictures;
 pub mod model;
+pub mod n4;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;
@@ -21,6 +22,7 @@ pub mod serve;
 pub mod similar;
 pub mod synthetic;
 pub mod timeline;
+pub mod transforms;
 pub mod weights;
 
 /// ldae: latent diffusion autoencoders beside a hospital's PACS.
@@ -59,12 +61,16 @@ pub enum Command {
     /// Install, convert and verify model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
-    /// Register a volume to the template (rigid, then affine).
+    /// Register a volume to the template (rigid, then affine, then optionally deformable).
     Register(preprocess::RegisterArgs),
+    /// Correct a scan for a smooth bias field (N4-style).
+    N4(n4::N4Args),
     /// Register, mask and produce the model's exact input.
     Preprocess(preprocess::PreprocessArgs),
     /// Map a template-space volume back onto a subject's native grid.
     Unwarp(preprocess::UnwarpArgs),
+    /// Resample an image through a chain of transforms (ITK/ANTs affines and displacement fields).
+    ApplyTransform(transforms::ApplyTransformArgs),
     /// Run the daemon: watch the drop folders and process every series.
     Serve(serve::ServeArgs),
     /// Mark a pending series complete now, without waiting for its quiet period.
@@ -147,7 +153,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Weights(c) => weights::run(c),
         Command::Register(a) => preprocess::register(a, &config),
         Command::Preprocess(a) => preprocess::preprocess(a, &config),
+        Command::N4(a) => n4::run(a, &config),
         Command::Unwarp(a) => preprocess::unwarp(a),
+        Command::ApplyTransform(a) => transforms::apply_transform(a, &config),
         Command::Serve(a) => serve::run(a, &config),
         Command::Commit(a) => ops::commit(a, &config),
         Command::Status(a) => ops::status(a, &config),

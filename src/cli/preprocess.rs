@@ -27,12 +27,18 @@ pub struct RegisterArgs {
     /// Brain mask on the template's grid (default: the config's when the template is the config's; none otherwise).
     #[arg(long)]
     pub mask: Option<PathBuf>,
-    /// The scan resampled onto the template grid (NIfTI).
+    /// The scan resampled onto the template grid (NIfTI); with `--deformable`, a folder for every output.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Where to write the template → native transform: ITK/ANTs text for `.txt`/`.tfm`, ldae JSON otherwise.
+    /// Where to write the template → native transform: ITK/ANTs text for `.txt`/`.tfm`, ldae JSON otherwise
+    /// (required without `--deformable`).
     #[arg(long)]
-    pub transform: PathBuf,
+    pub transform: Option<PathBuf>,
+    /// After the affine, register deformably (SyN-style, local CC); `-o` is then a folder that receives
+    /// `registered.nii.gz`, `transform.json` (ldae's record), `affine.txt`, `warp.nii.gz` and
+    /// `inverse_warp.nii.gz` (ITK/ANTs files: `antsApplyTransforms -t warp.nii.gz -t affine.txt`).
+    #[arg(long)]
+    pub deformable: bool,
 }
 
 /// `ldae preprocess`: register, mask and build the model input.
@@ -105,17 +111,23 @@ pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let reg = register_affine(&moving, &fixed, mask.as_ref(), &opts)
         .with_context(|| format!("registering {}", a.moving.display()))?;
+    if a.deformable {
+        return super::transforms::register_deformable(&a, &moving, &fixed, &reg, &limits, start);
+    }
+    let Some(transform) = &a.transform else {
+        anyhow::bail!("--transform is required without --deformable");
+    };
     let out = resample(&moving, &Grid::of(&fixed), &reg.transform.matrix, Interp::Linear, 0.0)
         .context("resampling onto the template grid")?;
     write_nifti(&a.output, &out)?;
-    reg.transform.write(&a.transform)?;
+    reg.transform.write(transform)?;
     eprintln!(
         "registered {} in {:.1} s (mutual information {:.3}); wrote {} and {}",
         a.moving.display(),
         start.elapsed().as_secs_f64(),
         reg.mi,
         a.output.display(),
-        a.transform.display()
+        transform.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -117,7 +117,7 @@ fn resend(store: &Store, cfg: &Config, id: i64, json: bool) -> anyhow::Result<()
     let peer = cfg.delivery.peer().map_err(|e| anyhow::anyhow!("delivery.pacs: {e}"))?;
     let peer = peer.context("delivery.pacs is not set: nowhere to send to")?;
     let key = s.content_key.clone().with_context(|| format!("synthetic timepoint {id} has no content key"))?;
-    let done = store.jobs_with_key_prefix(DELIVER, &format!("{DELIVER}:{key}"))?;
+    let done = store.jobs_with_key_prefix(DELIVER.as_str(), &format!("{DELIVER}:{key}"))?;
     let job = deliver_job(&key, u32::try_from(done).unwrap_or(u32::MAX));
     let inserted = store.enqueue(&job)?;
     let row = store.job_by_key(&job.key)?.context("the delivery job vanished after enqueueing")?;

@@ -56,20 +56,22 @@ fn cancelling_a_running_archive_job_keeps_instance_paths_true() {
     store
         .mark_ready(id, "commit", |r| {
             vec![NewJob {
-                kind: "archive".into(),
                 key: format!("archive:{}", r.content_key),
                 series_ref: Some(r.id),
-                payload: serde_json::json!({ "content_key": r.content_key }),
+                payload: crate::store::Payload::Archive(crate::store::SeriesJob { content_key: r.content_key.clone() }),
                 priority: 5,
             }]
         })
         .unwrap()
         .expect("ready");
-    let job = store.claim(&["archive"]).unwrap().expect("claimed");
+    let job = store
+        .claim(&[crate::store::JobKind::Archive], &crate::store::Lease { owner: "test".into(), secs: 30.0 })
+        .unwrap()
+        .expect("claimed");
     // The operator cancels it while it runs; the stage still moves the files.
     store.job_cancel(job.id).unwrap();
     let c = super::stages::run_cpu(&store, &cfg, &job).unwrap();
-    store.complete(&job, &c).unwrap();
+    assert_eq!(store.complete(&job, &c).unwrap(), crate::store::Recording::LeaseLost, "cancelled: not recorded");
     assert_eq!(store.job(job.id).unwrap().state, "cancelled");
     let rows = store.series_files(id).unwrap().files;
     assert_eq!(rows.len(), 3);

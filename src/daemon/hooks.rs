@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::HooksConfig;
-use crate::store::NewJob;
+use crate::store::{HookJob, NewJob, Payload};
 
 use super::files::sha256_bytes;
 
@@ -34,10 +34,9 @@ pub fn hook_jobs(
         .map(|cmd| {
             let c = cmd.to_string_lossy();
             NewJob {
-                kind: "hook".into(),
                 key: format!("hook:{event}:{occurrence}:{}", &sha256_bytes(c.as_bytes())[..16]),
                 series_ref,
-                payload: serde_json::json!({ "command": c, "event": body }),
+                payload: Payload::Hook(HookJob { command: c.into_owned(), event: body.clone() }),
                 priority: -10,
             }
         })
@@ -107,7 +106,8 @@ mod tests {
         let cfg = HooksConfig { commands: vec![ok.clone()], timeout_secs: 5.0 };
         let jobs = hook_jobs(&cfg, "series_ready", "k1", None, serde_json::json!({ "series_uid": "1.2" }));
         assert_eq!(jobs.len(), 1);
-        let ev = &jobs[0].payload["event"];
+        let crate::store::Payload::Hook(h) = &jobs[0].payload else { panic!("a hook payload") };
+        let ev = &h.event;
         run_hook(&ok, ev, Duration::from_secs(5)).unwrap();
         let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(got["event"], "series_ready");

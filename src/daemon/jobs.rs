@@ -3,14 +3,16 @@
 //! the most urgent due job, runs its stage on its own stage thread under `catch_unwind` and the stage's time
 //! limit (a panic is a permanent failure; a timeout abandons the thread and counts as a failed attempt), and
 //! records the result: done with its outputs and follow-up jobs, a retry after capped exponential backoff, or
-//! dead-letter.
+//! dead-letter. Claims are leased to this process's owner token ([`super::owner`]); a result whose lease was
+//! lost meanwhile is not recorded (logged, its side effects in the store discarded). A worker may be limited to
+//! some kinds (`ldae serve --kinds`): a pool with none of its kinds left is not started.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, JobsConfig};
-use crate::store::{Completion, Job, Store};
+use crate::store::{Completion, Job, JobKind, Lease, Recording, Store};
 
 use super::poison::panic_message;
 use super::stages::{self, StageError, CPU_KINDS, HOOK_KINDS, MODEL_KINDS};
@@ -30,7 +32,8 @@ pub enum Pool {
 }
 
 impl Pool {
-    fn kinds(self) -> &'static [&'static str] {
+    /// Every kind this pool runs.
+    pub fn kinds(self) -> &'static [JobKind] {
         match self {
             Pool::Cpu => CPU_KINDS,
             Pool::Model => MODEL_KINDS,
@@ -49,7 +52,7 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 /// its series: a stage that panics on some input will panic on it again.
 pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
-        Pool::Model if job.kind == super::stage_fill::FILL => super::stage_fill::fill(store, cfg, job),
+        Pool::Model if job.kind == JobKind::Fill => super::stage_fill::fill(store, cfg, job),
         Pool::Model => super::stage_encode::run(store, cfg, job),
         Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, job),
     }))
@@ -87,9 +90,17 @@ pub fn record(store: &Store, cfg: &Config, job: &Job, result: Outcome, started: 
             store.fail(job, &e.to_string(), None)
         }
     };
-    if let Err(e) = recorded {
-        // The job stays `running` in the store; the next start requeues it.
-        tracing::error!(job = job.id, error = %e, "could not record the job's outcome");
+    match recorded {
+        Ok(Recording::Recorded) => {}
+        Ok(Recording::LeaseLost) => tracing::warn!(
+            job = job.id,
+            kind = %job.kind,
+            series,
+            owner = job.owner.as_deref().unwrap_or("-"),
+            "lease lost (expired, taken over or cancelled) while the job ran: its result is discarded"
+        ),
+        // The job stays `running` in the store; its lease runs out and it is requeued.
+        Err(e) => tracing::error!(job = job.id, error = %e, "could not record the job's outcome"),
     }
 }
 
@@ -135,7 +146,7 @@ fn run_supervised(store: &Arc<Store>, cfg: &Config, pool: Pool, job: Job, runner
         }
     }
     let Some(r) = runner.as_ref() else { return };
-    let limit = cfg.jobs.stage_timeout_secs.for_kind(&job.kind, cfg.hooks.timeout_secs);
+    let limit = cfg.jobs.stage_timeout_secs.for_kind(job.kind.as_str(), cfg.hooks.timeout_secs);
     let outcome = match r.jobs.send((cfg.clone(), job.clone())) {
         Err(_) => Err(StageError::Retry("the stage thread is gone".into())),
         Ok(()) => match r.results.recv_timeout(limit) {
@@ -160,11 +171,19 @@ fn run_supervised(store: &Arc<Store>, cfg: &Config, pool: Pool, job: Job, runner
     record(store, cfg, &job, outcome, started);
 }
 
-/// A worker: claim and run jobs of its pool until `stop` (finishing the job in hand: the drain on SIGTERM).
-pub fn worker_loop(store: Arc<Store>, cfg: Arc<RwLock<Config>>, stop: Arc<AtomicBool>, pool: Pool) {
+/// A worker: claim and run jobs of `kinds` (of its pool) until `stop` (finishing the job in hand: the drain on
+/// SIGTERM).
+pub fn worker_loop(
+    store: Arc<Store>,
+    cfg: Arc<RwLock<Config>>,
+    stop: Arc<AtomicBool>,
+    pool: Pool,
+    kinds: Vec<JobKind>,
+    lease: Lease,
+) {
     let mut runner = None;
     while !stop.load(Ordering::SeqCst) {
-        match store.claim(pool.kinds()) {
+        match store.claim(&kinds, &lease) {
             Ok(Some(job)) => {
                 let snapshot = cfg.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone());
                 run_supervised(&store, &snapshot, pool, job, &mut runner);
@@ -184,23 +203,43 @@ pub struct Workers {
     model: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Start `cpu_workers` CPU workers and the hook worker on the blocking pool, and the model thread.
+/// The kinds of `pool` that `allowed` lets this process run.
+pub fn pool_kinds(pool: Pool, allowed: &[JobKind]) -> Vec<JobKind> {
+    pool.kinds().iter().copied().filter(|k| allowed.contains(k)).collect()
+}
+
+/// Start `cpu_workers` CPU workers and the hook worker on the blocking pool, and the model thread — each only
+/// if some of its kinds are in `allowed` — claiming for `lease`.
 pub fn start(
     rt: &tokio::runtime::Handle,
     store: Arc<Store>,
     cfg: Arc<RwLock<Config>>,
     stop: Arc<AtomicBool>,
     cpu_workers: usize,
+    allowed: &[JobKind],
+    lease: &Lease,
 ) -> Result<Workers, std::io::Error> {
     let mut blocking = Vec::new();
     for pool in std::iter::repeat_n(Pool::Cpu, cpu_workers.max(1)).chain([Pool::Hook]) {
-        let (s, c, st) = (store.clone(), cfg.clone(), stop.clone());
-        blocking.push(rt.spawn_blocking(move || worker_loop(s, c, st, pool)));
+        let kinds = pool_kinds(pool, allowed);
+        if kinds.is_empty() {
+            continue;
+        }
+        let (s, c, st, l) = (store.clone(), cfg.clone(), stop.clone(), lease.clone());
+        blocking.push(rt.spawn_blocking(move || worker_loop(s, c, st, pool, kinds, l)));
     }
-    let model = std::thread::Builder::new()
-        .name("ldae-model".into())
-        .spawn(move || worker_loop(store, cfg, stop, Pool::Model))?;
-    Ok(Workers { blocking, model: Some(model) })
+    let kinds = pool_kinds(Pool::Model, allowed);
+    let model = if kinds.is_empty() {
+        None
+    } else {
+        let lease = lease.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("ldae-model".into())
+                .spawn(move || worker_loop(store, cfg, stop, Pool::Model, kinds, lease))?,
+        )
+    };
+    Ok(Workers { blocking, model })
 }
 
 impl Workers {

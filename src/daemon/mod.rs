@@ -12,6 +12,7 @@ pub mod files;
 pub mod hooks;
 pub mod intake;
 pub mod jobs;
+pub mod owner;
 pub mod poison;
 pub mod quarantine;
 pub mod run;

@@ -1,8 +1,14 @@
 //! `ldae serve`: start-up (paths, lock, store recovery), the main loop (signals, stability ticks, systemd
 //! status/watchdog, forwarding watcher events), the intake thread, and the drain on SIGTERM.
 //!
-//! Start-up recovery: jobs left running are requeued, pending series get a fresh quiet period, and the first
-//! scan of the drop folders picks up every file not yet recorded. SIGHUP re-reads the config file; intake,
+//! Roles ([`Role`]): `intake` watches the drop folders, settles and records files, decides stability and
+//! enqueues the first jobs — it runs no jobs (hooks included) and holds the state folder's exclusive lock;
+//! `worker` runs jobs (of the `--kinds` given, default all) and nothing else, any number of them per state;
+//! `all` (the default, one box) is both.
+//!
+//! Start-up recovery: a worker releases the jobs of dead workers that shared this state folder and requeues
+//! expired leases (never another live worker's jobs, see [`super::owner`]); intake gives pending series a fresh
+//! quiet period, and its first scan of the drop folders picks up every file not yet recorded. SIGHUP re-reads the config file; intake,
 //! stability, jobs and hooks settings take effect at once, `paths.*`, `intake.poll` and `model.*` on restart.
 
 use std::os::unix::io::AsRawFd;
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{JobKind, Store};
 
 use super::files::{free_mib, sha256_bytes};
 use super::intake::{intake_file, Intake};
@@ -64,8 +70,40 @@ fn snapshot(cfg: &RwLock<Config>) -> Config {
     cfg.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
 }
 
+/// What one `ldae serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Watch, settle, record, decide stability, enqueue; run no jobs.
+    Intake,
+    /// Run jobs only (no folder watch).
+    Worker,
+    /// Both (one box).
+    #[default]
+    All,
+}
+
+impl Role {
+    fn intake(self) -> bool {
+        matches!(self, Role::Intake | Role::All)
+    }
+
+    fn worker(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
+/// How to run: the role, and the job kinds a worker takes (None: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    pub role: Role,
+    pub kinds: Option<Vec<JobKind>>,
+}
+
 /// Run the daemon until SIGTERM/SIGINT, then drain (running jobs finish) and return.
-pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
+pub fn serve(config_path: &Path, opts: &ServeOptions) -> Result<(), DaemonError> {
+    if opts.kinds.is_some() && !opts.role.worker() {
+        return Err(DaemonError::Other("--kinds needs --role worker or all: intake runs no jobs".into()));
+    }
     let cfg = resolve_paths(Config::load(config_path)?)?;
     let cpu = match cfg.jobs.cpu_workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -77,20 +115,37 @@ pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Other(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(main_loop(config_path.to_path_buf(), cfg, cpu))
+    rt.block_on(main_loop(config_path.to_path_buf(), cfg, cpu, opts.clone()))
 }
 
-async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), DaemonError> {
-    let _lock = lock_state(&cfg.paths.state)?;
+async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize, opts: ServeOptions) -> Result<(), DaemonError> {
+    let role = opts.role;
+    let _lock = if role.intake() { Some(lock_state(&cfg.paths.state)?) } else { None };
     let store = Arc::new(Store::open_at(&crate::store::Location::of(&cfg))?);
-    let (requeued, crash_looped) = store.requeue_running(cfg.jobs.max_crashes)?;
-    let rearmed = store.rearm_pending()?;
-    let requeues_finished = super::quarantine::recover_requeues(&store)?;
-    let poison = super::poison::recover_interrupted_parses(&store, &cfg)?;
+    let owner = if role.worker() {
+        let owner = Arc::new(super::owner::Owner::register(&cfg.paths.state, cfg.jobs.lease_secs)?);
+        let (requeued, crash_looped) = owner.upkeep(&store, &cfg.paths.state, cfg.jobs.max_crashes);
+        tracing::info!(owner = owner.token(), lease_secs = cfg.jobs.lease_secs, requeued, crash_looped, "job owner");
+        Some(owner)
+    } else {
+        None
+    };
+    let (rearmed, requeues_finished, poison) = if role.intake() {
+        let rearmed = store.rearm_pending()?;
+        (
+            rearmed,
+            super::quarantine::recover_requeues(&store)?,
+            super::poison::recover_interrupted_parses(&store, &cfg)?,
+        )
+    } else {
+        (0, 0, 0)
+    };
+    let kinds = opts.kinds.clone().unwrap_or_else(|| JobKind::ALL.to_vec());
+    let kind_names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     tracing::info!(
         db = %store.location(),
-        requeued,
-        crash_looped,
+        role = ?role,
+        kinds = ?kind_names,
         rearmed,
         requeues_finished,
         poison,
@@ -101,18 +156,36 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), 
     let stop = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(RwLock::new(cfg.clone()));
-    let workers = jobs::start(&tokio::runtime::Handle::current(), store.clone(), shared.clone(), stop.clone(), cpu)
-        .map_err(|e| DaemonError::Other(format!("cannot start the model thread: {e}")))?;
+    // The heartbeat outlives the workers' drain: a job finishing after SIGTERM keeps its lease.
+    let beat_stop = Arc::new(AtomicBool::new(false));
+    let (workers, heartbeat) = match &owner {
+        Some(owner) => {
+            let rt = tokio::runtime::Handle::current();
+            let w = jobs::start(&rt, store.clone(), shared.clone(), stop.clone(), cpu, &kinds, &owner.lease)
+                .map_err(|e| DaemonError::Other(format!("cannot start the model thread: {e}")))?;
+            let (o, s, st) = (owner.clone(), store.clone(), cfg.paths.state.clone());
+            let h = super::owner::start_heartbeat(o, s, st, cfg.jobs.max_crashes, beat_stop.clone())
+                .map_err(|e| DaemonError::Other(format!("cannot start the heartbeat thread: {e}")))?;
+            (Some(w), Some(h))
+        }
+        None => (None, None),
+    };
     let (tx, rx) = mpsc::channel::<PathBuf>();
-    let intake = {
+    let intake = if role.intake() {
         let (s, c, st, pa) = (store.clone(), shared.clone(), stop.clone(), paused.clone());
-        std::thread::Builder::new()
-            .name("ldae-intake".into())
-            .spawn(move || intake_loop(&s, &c, rx, &st, &pa))
-            .map_err(|e| DaemonError::Other(format!("cannot start the intake thread: {e}")))?
+        Some(
+            std::thread::Builder::new()
+                .name("ldae-intake".into())
+                .spawn(move || intake_loop(&s, &c, rx, &st, &pa))
+                .map_err(|e| DaemonError::Other(format!("cannot start the intake thread: {e}")))?,
+        )
+    } else {
+        None
     };
     let poll_every = Duration::from_secs_f64(cfg.intake.settle_secs.max(1.0));
-    let mut watch = watch::start(&cfg.paths.incoming, cfg.intake.poll, poll_every)?;
+    // A worker watches nothing: its watcher has no folders.
+    let folders: &[PathBuf] = if role.intake() { &cfg.paths.incoming } else { &[] };
+    let mut watch = watch::start(folders, cfg.intake.poll, poll_every)?;
 
     let sig = |k| signal(k).map_err(|e| DaemonError::Other(format!("cannot install signal handlers: {e}")));
     let (mut term, mut int, mut hup) =
@@ -123,9 +196,13 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), 
     let mut wd = tokio::time::interval(wd_period.unwrap_or(Duration::from_secs(3600)));
     let mut last_ok = Instant::now();
 
-    let drops: Vec<String> = cfg.paths.incoming.iter().map(|d| d.display().to_string()).collect();
-    systemd::ready(&format!("watching {}", drops.join(", ")));
-    tracing::info!(drop_folders = ?drops, poll = cfg.intake.poll, "ldae serve ready");
+    let drops: Vec<String> = folders.iter().map(|d| d.display().to_string()).collect();
+    if role.intake() {
+        systemd::ready(&format!("watching {}", drops.join(", ")));
+    } else {
+        systemd::ready(&format!("worker for {}", kind_names.join(", ")));
+    }
+    tracing::info!(drop_folders = ?drops, poll = cfg.intake.poll, role = ?role, "ldae serve ready");
 
     loop {
         tokio::select! {
@@ -133,7 +210,7 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), 
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
             _ = hup.recv() => reload(&config_path, &shared),
             Some(p) = watch.events.recv() => { let _ = tx.send(p); }
-            _ = tick.tick() => {
+            _ = tick.tick(), if role.intake() => {
                 let (s, c) = (store.clone(), snapshot(&shared));
                 match tokio::task::spawn_blocking(move || stability::tick(&s, &c)).await {
                     Ok(Ok(_)) => last_ok = Instant::now(),
@@ -160,8 +237,16 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize) -> Result<(), 
     stop.store(true, Ordering::SeqCst);
     drop(watch);
     drop(tx);
-    let _ = tokio::task::spawn_blocking(move || intake.join()).await;
-    workers.join().await;
+    if let Some(intake) = intake {
+        let _ = tokio::task::spawn_blocking(move || intake.join()).await;
+    }
+    if let Some(workers) = workers {
+        workers.join().await;
+    }
+    beat_stop.store(true, Ordering::SeqCst);
+    if let Some(h) = heartbeat {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
     tracing::info!("ldae serve stopped");
     Ok(())
 }

@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 
 use crate::config::{Config, DeviceKind};
 use crate::model::ldae::{no_progress, Ldae};
-use crate::store::{Completion, Job, NewEmbedding, SeriesUpdate, Store};
+use crate::store::{Completion, Job, NewEmbedding, Payload, SeriesUpdate, Store};
 
 use super::hooks::hook_jobs;
 use super::stages::StageError;
@@ -58,16 +58,10 @@ pub(super) fn with_model<T>(cfg: &Config, f: impl FnOnce(&Loaded) -> Result<T, S
     })
 }
 
-pub(super) fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
-    job.payload
-        .get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no {key}", job.id)))
-}
-
 /// Run it (on the model thread only).
 pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let key = text(job, "content_key")?.to_string();
+    let Payload::Encode(p) = &job.payload else { return Err(super::stages::wrong_payload(job)) };
+    let key = p.content_key.clone();
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     if !cfg.model.dir.join("config.json").is_file() {
         let why = format!("no model installed at {}", cfg.model.dir.display());
@@ -83,9 +77,9 @@ pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
             ..Completion::default()
         });
     }
-    let input_path = PathBuf::from(text(job, "model_input")?);
-    let volume_path = text(job, "volume")?.to_string();
-    let ph = text(job, "preprocess_hash")?.to_string();
+    let input_path = PathBuf::from(&p.model_input);
+    let volume_path = p.volume.clone();
+    let ph = p.preprocess_hash.clone();
     let input =
         crate::nifti::read_nifti_limited(&input_path, &cfg.limits).map_err(|e| StageError::Retry(e.to_string()))?;
     with_model(cfg, |m| {

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::longitudinal::dates;
@@ -19,8 +18,7 @@ use crate::model::codes::load_codes;
 use crate::model::ldae::no_progress;
 use crate::model::tensor_volume::tensor_volume;
 use crate::preprocess::resample::Grid;
-use crate::preprocess::transform::Transform;
-use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Store};
+use crate::store::{Completion, EncodedScan, Job, NewJob, NewSynthetic, Payload, Store};
 
 use super::delivery::deliver::deliver_job;
 use super::delivery::write::{fill_request, write_fill_dicom};
@@ -28,30 +26,7 @@ use super::files::sha256_bytes;
 use super::hooks::hook_jobs;
 use super::stages::StageError;
 
-/// Job kind of the policy run.
-pub const PLAN: &str = "plan";
-/// Job kind of one fill.
-pub const FILL: &str = "fill";
-
-/// The `plan` job's payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanRequest {
-    pub patient_key: String,
-    pub model_id: String,
-}
-
-/// The `fill` job's payload: one synthetic timepoint to make.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FillRequest {
-    pub patient_key: String,
-    pub target: NaiveDate,
-    pub from_embedding: i64,
-    pub to_embedding: i64,
-    pub alpha: f64,
-    pub seed: u64,
-    /// Asked for by `ldae fill` (made even with `auto_fill` off).
-    pub explicit: bool,
-}
+pub use crate::store::{FillRequest, PlanRequest};
 
 /// The fill's content key: what it is made from and how.
 pub fn fill_key(from: &EncodedScan, to: &EncodedScan, target: NaiveDate, steps: usize, seed: u64) -> String {
@@ -69,11 +44,9 @@ pub fn fill_key(from: &EncodedScan, to: &EncodedScan, target: NaiveDate, steps: 
 /// The `plan` job for a patient (after an encode of `occurrence`).
 pub fn plan_job(patient_key: &str, model_id: &str, occurrence: &str) -> NewJob {
     NewJob {
-        kind: PLAN.into(),
         key: format!("plan:{}", sha256_bytes(format!("{patient_key}\n{model_id}\n{occurrence}").as_bytes())),
         series_ref: None,
-        payload: serde_json::to_value(PlanRequest { patient_key: patient_key.into(), model_id: model_id.into() })
-            .unwrap_or_default(),
+        payload: Payload::Plan(PlanRequest { patient_key: patient_key.into(), model_id: model_id.into() }),
         priority: 0,
     }
 }
@@ -97,12 +70,10 @@ pub fn fill_job(
         seed: 0,
         explicit,
     };
-    let payload = serde_json::to_value(&req).map_err(|e| StageError::Permanent(e.to_string()))?;
     Ok(NewJob {
-        kind: FILL.into(),
         key: format!("fill:{}", fill_key(&a, &b, fill.target, cfg.model.steps, req.seed)),
         series_ref: None,
-        payload,
+        payload: Payload::Fill(req),
         priority: 1,
     })
 }
@@ -121,14 +92,9 @@ pub fn scan_on(timeline: &Timeline, date: NaiveDate) -> Option<i64> {
         .min()
 }
 
-fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, StageError> {
-    serde_json::from_value(job.payload.clone())
-        .map_err(|e| StageError::Permanent(format!("{} job {}: bad payload: {e}", job.kind, job.id)))
-}
-
 /// Run the policy for one patient.
 pub fn plan(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let req: PlanRequest = payload(job)?;
+    let Payload::Plan(req) = &job.payload else { return Err(super::stages::wrong_payload(job)) };
     let (acquired, synthetic) = store.timeline_inputs(&req.patient_key, &req.model_id)?;
     let scan_dates: Vec<NaiveDate> = acquired.iter().filter_map(|a| a.date).collect();
     let mut done = Completion::default();
@@ -185,7 +151,7 @@ pub fn fill_dir(cfg: &Config, job_key: &str) -> PathBuf {
 
 /// Make one synthetic timepoint (on the model thread).
 pub fn fill(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let req: FillRequest = payload(job)?;
+    let Payload::Fill(req) = &job.payload else { return Err(super::stages::wrong_payload(job)) };
     let (a, b) = (store.encoded_scan(req.from_embedding)?, store.encoded_scan(req.to_embedding)?);
     if !(req.alpha > 0.0 && req.alpha < 1.0) {
         return Err(StageError::Permanent(format!("fill job {}: alpha {} is not in (0, 1)", job.id, req.alpha)));
@@ -292,8 +258,12 @@ fn on_native_grid(
 ) -> Result<crate::volume::Volume, StageError> {
     let native = crate::nifti::read_nifti_limited(Path::new(&scan.volume_path), &cfg.limits)
         .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))?;
-    let t = Transform::read(Path::new(&scan.transform_path))
-        .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))?;
-    crate::preprocess::pipeline::unwarp(template, &Grid::of(&native), &t)
-        .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))
+    // An affine or a deformable chain record: the same call follows either (issue 16).
+    crate::preprocess::deformable::chain::unwarp(
+        template,
+        &Grid::of(&native),
+        Path::new(&scan.transform_path),
+        &cfg.limits,
+    )
+    .map_err(|e| StageError::Permanent(format!("series {}: {e}", scan.series_uid)))
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::model::config::ModelConfig;
 use crate::preprocess::template::Template;
-use crate::store::{Completion, Job, NewJob, NewRegistration, SeriesUpdate, Store};
+use crate::store::{Completion, EncodeJob, Job, NewJob, NewRegistration, Payload, PreprocessJob, SeriesUpdate, Store};
 
 use super::digest::{file_digest, model_digest};
 use super::files::sha256_bytes;
@@ -47,7 +47,7 @@ fn template_digests(cfg: &Config) -> Result<(String, String), StageError> {
 pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> Result<String, StageError> {
     let (template, mask) = template_digests(cfg)?;
     let key = serde_json::json!({
-        "preprocess": cfg.preprocess,
+        "preprocess": steps_key(&cfg.preprocess),
         "template": template,
         "template_mask": mask,
         "pixdim": model.data.pixdim,
@@ -55,6 +55,28 @@ pub fn preprocess_hash(cfg: &Config, model: &ModelConfig) -> Result<String, Stag
         "ldae": crate::VERSION,
     });
     Ok(sha256_bytes(key.to_string().as_bytes()))
+}
+
+/// The `[preprocess]` part of the key: the template paths, the registration settings, the grid, and the steps in
+/// order, each with its own parameters (the parameters of a step that does not run do not change the key).
+pub fn steps_key(p: &crate::config::PreprocessConfig) -> serde_json::Value {
+    use crate::preprocess::steps::Step;
+    let steps: Vec<serde_json::Value> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::N4 => serde_json::json!({ "step": s, "n4": p.n4 }),
+            Step::BrainExtract => serde_json::json!({ "step": s, "brain": p.brain }),
+            Step::Register => serde_json::json!({ "step": s, "pyramid": p.pyramid, "iterations": p.iterations }),
+            Step::TemplateMask | Step::Resize => serde_json::json!({ "step": s }),
+        })
+        .collect();
+    serde_json::json!({
+        "template": p.template,
+        "template_mask": p.template_mask,
+        "grid": p.grid,
+        "steps": steps,
+    })
 }
 
 type Cached = Mutex<Option<((PathBuf, PathBuf, String), Arc<Template>)>>;
@@ -85,30 +107,27 @@ fn model_key(cfg: &Config) -> Result<String, StageError> {
     model_digest(&cfg.model.dir).map_err(StageError::Retry)
 }
 
-fn text<'a>(job: &'a Job, key: &str) -> Result<&'a str, StageError> {
-    job.payload
-        .get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no {key}", job.id)))
-}
-
 /// The preprocess job for one converted volume.
 pub fn job_for(series_ref: i64, content_key: &str, volume_path: &str, volume_sha: &str) -> NewJob {
     NewJob {
-        kind: "preprocess".into(),
         // The series content key too: two series may hold byte-identical volumes and each gets its own rows.
         key: format!("preprocess:{content_key}:{volume_sha}"),
         series_ref: Some(series_ref),
-        payload: serde_json::json!({ "content_key": content_key, "volume": volume_path, "volume_sha256": volume_sha }),
+        payload: Payload::Preprocess(PreprocessJob {
+            content_key: content_key.into(),
+            volume: volume_path.into(),
+            volume_sha256: volume_sha.into(),
+        }),
         priority: 8,
     }
 }
 
 /// Run it.
 pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let key = text(job, "content_key")?.to_string();
-    let volume_path = PathBuf::from(text(job, "volume")?);
-    let volume_sha = text(job, "volume_sha256")?.to_string();
+    let Payload::Preprocess(p) = &job.payload else { return Err(super::stages::wrong_payload(job)) };
+    let key = p.content_key.clone();
+    let volume_path = PathBuf::from(&p.volume);
+    let volume_sha = p.volume_sha256.clone();
     let series_ref = job.series_ref.ok_or_else(|| StageError::Permanent(format!("job {}: no series", job.id)))?;
     let model = model_config(cfg)?;
     let ph = preprocess_hash(cfg, &model)?;
@@ -131,7 +150,16 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         metric: out.mi,
         brain_coverage: out.brain_coverage,
     };
-    let measured = format!("mutual information {:.3}, brain coverage {:.1} %", out.mi, out.brain_coverage * 100.0);
+    let steps: Vec<&str> = out.ran.iter().map(|r| r.step.name()).collect();
+    let mut measured = format!(
+        "steps {}; mutual information {:.3}, brain coverage {:.1} %",
+        steps.join(" → "),
+        out.mi,
+        out.brain_coverage * 100.0
+    );
+    if let Some(b) = out.ran.iter().find_map(|r| r.brain) {
+        measured.push_str(&format!(", extracted brain {:.2}× the template mask", b.volume_ratio));
+    }
     // The QC gate: a registration below a [qc] threshold is kept (transform, model input) but not encoded.
     if let Some(why) = cfg.qc.review_reason(out.mi, out.brain_coverage) {
         tracing::warn!(volume = %volume_path.display(), "registration needs review: {why}");
@@ -148,15 +176,14 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         });
     }
     let encode = NewJob {
-        kind: "encode".into(),
         // The model by its content (weights digest), not its folder: weights replaced in place encode anew.
         key: format!("encode:{key}:{volume_sha}:{ph}:{}", model_key(cfg)?),
         series_ref: Some(series_ref),
-        payload: serde_json::json!({
-            "content_key": key,
-            "volume": volume_path,
-            "preprocess_hash": ph,
-            "model_input": input_path,
+        payload: Payload::Encode(EncodeJob {
+            content_key: key.clone(),
+            volume: volume_path.to_string_lossy().into_owned(),
+            preprocess_hash: ph.clone(),
+            model_input: input_path.to_string_lossy().into_owned(),
         }),
         priority: 6,
     };
@@ -172,4 +199,29 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         next: vec![encode],
         ..Completion::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
+
+    #[test]
+    fn the_key_follows_the_steps_and_only_their_parameters() {
+        let base = crate::config::PreprocessConfig::default();
+        let key = |p: &crate::config::PreprocessConfig| steps_key(p).to_string();
+        let mut n4_params = base.clone();
+        n4_params.n4.shrink = 2;
+        assert_eq!(key(&base), key(&n4_params), "n4 does not run by default: its parameters do not matter");
+        let mut published = base.clone();
+        published.steps = Step::published_steps();
+        assert_ne!(key(&base), key(&published));
+        let mut published_n4 = published.clone();
+        published_n4.n4.shrink = 2;
+        assert_ne!(key(&published), key(&published_n4));
+        let mut grid = base.clone();
+        grid.grid = Some(GridSpec::Named(NamedGrid::Icbm152_2009c));
+        assert_ne!(key(&base), key(&grid));
+        assert!(key(&published).contains("\"brain_extract\""));
+    }
 }

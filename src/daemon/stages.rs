@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{AfterCommit, Config};
-use crate::store::{Completion, Job, NewJob, SeriesUpdate, Store};
+use crate::store::{Completion, Job, JobKind, NewJob, Payload, SeriesJob, SeriesUpdate, Store};
 
 use super::files::{move_file, remove_file_durably, safe_component, sha256_file};
 use super::hooks::hook_jobs;
@@ -40,20 +40,19 @@ impl From<crate::store::StoreError> for StageError {
 }
 
 /// Job kinds run on the CPU worker pool.
-pub const CPU_KINDS: &[&str] =
-    &["convert", "archive", "preprocess", super::stage_fill::PLAN, super::delivery::deliver::DELIVER];
+pub const CPU_KINDS: &[JobKind] =
+    &[JobKind::Convert, JobKind::Archive, JobKind::Preprocess, JobKind::Plan, JobKind::Deliver];
 /// Job kinds run on the one model thread.
-pub const MODEL_KINDS: &[&str] = &["encode", super::stage_fill::FILL];
+pub const MODEL_KINDS: &[JobKind] = &[JobKind::Encode, JobKind::Fill];
 /// Job kinds run on the hook thread.
-pub const HOOK_KINDS: &[&str] = &["hook"];
+pub const HOOK_KINDS: &[JobKind] = &[JobKind::Hook];
 
 /// The first jobs of a series that just became ready.
 pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob> {
     let mut jobs = vec![NewJob {
-        kind: "convert".into(),
         key: format!("convert:{}", super::digest::volume_key(&ready.content_key, &cfg.convert)),
         series_ref: Some(ready.id),
-        payload: serde_json::json!({ "content_key": ready.content_key }),
+        payload: Payload::Convert(SeriesJob { content_key: ready.content_key.clone() }),
         priority: 10,
     }];
     jobs.extend(hook_jobs(
@@ -66,12 +65,17 @@ pub fn first_jobs(cfg: &Config, ready: &crate::store::ReadySeries) -> Vec<NewJob
     jobs
 }
 
+/// The error for a job whose payload is not its kind's (cannot happen for a job read from the store, which
+/// parses the payload by the kind; kept so a stage never panics on it).
+pub fn wrong_payload(job: &Job) -> StageError {
+    StageError::Permanent(format!("{} job {}: a {} payload", job.kind, job.id, job.payload.kind()))
+}
+
 fn content_key(job: &Job) -> Result<String, StageError> {
-    job.payload
-        .get("content_key")
-        .and_then(|k| k.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| StageError::Permanent(format!("job {}: payload has no content_key", job.id)))
+    match &job.payload {
+        Payload::Convert(p) | Payload::Archive(p) => Ok(p.content_key.clone()),
+        _ => Err(wrong_payload(job)),
+    }
 }
 
 fn series_of(job: &Job) -> Result<i64, StageError> {
@@ -80,14 +84,16 @@ fn series_of(job: &Job) -> Result<i64, StageError> {
 
 /// Run a CPU-pool job.
 pub fn run_cpu(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    match job.kind.as_str() {
-        "convert" => convert(store, cfg, job),
-        "archive" => archive(store, cfg, job),
-        "preprocess" => super::stage_preprocess::run(store, cfg, job),
-        super::stage_fill::PLAN => super::stage_fill::plan(store, cfg, job),
-        super::delivery::deliver::DELIVER => super::delivery::deliver::run(store, cfg, job),
-        "hook" => hook(cfg, job),
-        other => Err(StageError::Permanent(format!("job {}: unknown kind {other}", job.id))),
+    match job.kind {
+        JobKind::Convert => convert(store, cfg, job),
+        JobKind::Archive => archive(store, cfg, job),
+        JobKind::Preprocess => super::stage_preprocess::run(store, cfg, job),
+        JobKind::Plan => super::stage_fill::plan(store, cfg, job),
+        JobKind::Deliver => super::delivery::deliver::run(store, cfg, job),
+        JobKind::Hook => hook(cfg, job),
+        other @ (JobKind::Encode | JobKind::Fill) => {
+            Err(StageError::Permanent(format!("job {}: {other} runs on the model thread, not a CPU worker", job.id)))
+        }
     }
 }
 
@@ -196,10 +202,9 @@ fn convert(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
     }
     if cfg.intake.after_commit != AfterCommit::Keep {
         c.next.push(NewJob {
-            kind: "archive".into(),
             key: format!("archive:{key}"),
             series_ref: Some(series.id),
-            payload: serde_json::json!({ "content_key": key }),
+            payload: Payload::Archive(SeriesJob { content_key: key.clone() }),
             priority: 5,
         });
     }
@@ -269,13 +274,8 @@ fn archive(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageEr
 
 /// hook: call one hook command with its event.
 fn hook(cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let cmd = job
-        .payload
-        .get("command")
-        .and_then(|c| c.as_str())
-        .ok_or_else(|| StageError::Permanent(format!("job {}: hook without command", job.id)))?;
-    let event = job.payload.get("event").cloned().unwrap_or(serde_json::Value::Null);
+    let Payload::Hook(h) = &job.payload else { return Err(wrong_payload(job)) };
     let timeout = std::time::Duration::from_secs_f64(cfg.hooks.timeout_secs);
-    super::hooks::run_hook(Path::new(cmd), &event, timeout).map_err(StageError::Retry)?;
+    super::hooks::run_hook(Path::new(&h.command), &h.event, timeout).map_err(StageError::Retry)?;
     Ok(Completion::default())
 }

@@ -42,7 +42,7 @@ pub fn check(h: &InstanceHeader, scan: &Scan, limits: &Limits) -> Result<(), Dic
         return Err(inconsistent(format!("SamplesPerPixel {spp}")));
     }
     match scan.pixel_data {
-        Some(PixelExtent::Native { bytes }) => {
+        Some(PixelExtent::Native { bytes, .. }) => {
             // voxels ≤ max_voxels, spp ≤ 4, bits ≤ 64: no overflow in u64.
             let need = (voxels * spp * bits).div_ceil(8);
             if bytes < need {

@@ -243,17 +243,26 @@ fn convert_group(
         slices_by_file.push(d?);
     }
     let plane = ni * nj;
-    let mut data = vec![0f32; plane * nk];
-    for d in slices_by_file {
-        for (k, slice) in d {
-            if slice.len() != plane {
-                return Err(reject(RejectReason::Unreadable {
-                    detail: format!("slice {k} has {} pixels, expected {plane}", slice.len()),
-                }));
-            }
-            data[k * plane..(k + 1) * plane].copy_from_slice(&slice);
+    // Slot k's slice (the last decoded one wins, as the serial copy did), then copied in parallel.
+    let mut by_slot: Vec<Option<&[f32]>> = vec![None; nk];
+    for (k, slice) in slices_by_file.iter().flatten() {
+        if slice.len() != plane {
+            return Err(reject(RejectReason::Unreadable {
+                detail: format!("slice {k} has {} pixels, expected {plane}", slice.len()),
+            }));
+        }
+        if let Some(slot) = by_slot.get_mut(*k) {
+            *slot = Some(slice);
         }
     }
+    let mut data = vec![0f32; plane * nk];
+    data.par_chunks_mut(plane.max(1)).zip(by_slot.par_iter()).for_each(|(dst, src)| {
+        if let Some(s) = src {
+            dst.copy_from_slice(s);
+        }
+    });
+    drop(by_slot);
+    drop(slices_by_file);
     let filled = fill_gaps(&mut data, plane, &stack.slots, nk);
     let array = Array3::from_shape_vec((ni, nj, nk).f(), data)
         .map_err(|e| reject(RejectReason::Unreadable { detail: e.to_string() }))?;

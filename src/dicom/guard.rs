@@ -38,8 +38,9 @@ pub struct Scan {
 /// Size of the top-level Pixel Data as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PixelExtent {
-    /// Native: the value length in bytes.
-    Native { bytes: u64 },
+    /// Native: the value length in bytes, and where the value starts in the file (`None` for a deflated data
+    /// set, whose offsets are in the inflated stream).
+    Native { bytes: u64, offset: Option<u64> },
     /// Encapsulated: fragments after the Basic Offset Table, and the offset table's entry count.
     Encapsulated { fragments: u64, offsets: u64 },
 }
@@ -310,7 +311,8 @@ impl<'a, S: Source> Walk<'a, S> {
                 continue;
             }
             if pixel && stack.is_empty() {
-                scan.pixel_data = Some(PixelExtent::Native { bytes: len as u64 });
+                let offset = self.end.map(|_| self.pos);
+                scan.pixel_data = Some(PixelExtent::Native { bytes: len as u64, offset });
             } else if scan.pixel_data.is_none() {
                 self.header_bytes += len as u64 + 12;
                 self.limit("the header before Pixel Data (bytes)", self.header_bytes, self.limits.max_header_bytes)?;

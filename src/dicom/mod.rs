@@ -34,7 +34,7 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use convert::{convert_paths, convert_paths_with, ConvertReport, ConvertedSeries};
-pub use read::{read_header, read_header_with, FrameInfo, InstanceHeader};
+pub use read::{read_header, read_header_with, FrameInfo, InstanceHeader, NativePixels};
 pub use reject::{RejectReason, Rejection};
 
 /// Why one file could not be read or decoded. Every variant names the file.

@@ -1,6 +1,8 @@
 //! Pixel decoding: one file's frames (or mosaic tiles) → `f32` slices with Rescale Slope/Intercept applied.
 //!
-//! Native (uncompressed) pixel data is read straight from the parsed element; encapsulated data goes through
+//! Native (uncompressed, little-endian) pixel data is read straight from the byte range the header scan found
+//! ([`InstanceHeader::native_pixels`]): one positioned read, no second parse of the file. Other native data is
+//! read from the parsed element; encapsulated data goes through
 //! dicom-pixeldata's codecs (RLE, JPEG baseline/lossless, JPEG 2000 via OpenJPEG), except 12-bit JPEG extended
 //! (which those codecs cannot read) and JPEG-LS (so that no C++ library is needed), which ldae decodes itself:
 //! [`super::jpeg12`], [`super::jpegls`]. Stored values are masked to
@@ -180,8 +182,42 @@ pub fn decode_slices(
     requests: &[SliceRequest],
     limits: &Limits,
 ) -> Result<Vec<Vec<f32>>, DicomError> {
+    if let Some(native) = h.native_pixels {
+        let fmt = Format::from_header(h)?;
+        let bytes = read_native(h, native)?;
+        return cut(h, &fmt, &Samples::Bytes(std::borrow::Cow::Borrowed(&bytes[..])), requests);
+    }
     let obj = open_full(&h.path, limits)?;
     decode_slices_from(&obj, h, requests)
+}
+
+/// The native Pixel Data value at the range the header scan found, after checking that the element header in
+/// front of it is still Pixel Data with that length (the file may have changed since the scan). The range is
+/// checked against the file's current size before anything is allocated (as the full parse was bounded).
+fn read_native(h: &InstanceHeader, native: super::read::NativePixels) -> Result<Vec<u8>, DicomError> {
+    use std::os::unix::fs::FileExt;
+    let path = &h.path;
+    let io = |e: std::io::Error| DicomError::Io { path: path.clone(), source: e };
+    let changed = |what: &str| DicomError::Inconsistent {
+        path: path.clone(),
+        reason: format!("the file changed since its header was read ({what})"),
+    };
+    let head = if native.explicit { 12 } else { 8 };
+    let start = native.offset.checked_sub(head).ok_or_else(|| changed("Pixel Data offset"))?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let end = native.offset.checked_add(native.len).filter(|&e| e <= size).ok_or_else(|| changed("size"))?;
+    let mut buf = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut buf, start).map_err(io)?;
+    let ok_tag = buf[..4] == [0xE0, 0x7F, 0x10, 0x00];
+    let len_at = if native.explicit { 8 } else { 4 };
+    let ok_len =
+        u32::from_le_bytes([buf[len_at], buf[len_at + 1], buf[len_at + 2], buf[len_at + 3]]) as u64 == native.len;
+    if !(ok_tag && ok_len) {
+        return Err(changed("Pixel Data element"));
+    }
+    buf.drain(..head as usize);
+    Ok(buf)
 }
 
 /// As [`decode_slices`], from an already parsed object.
@@ -247,6 +283,30 @@ pub fn decode_slices_from(
             return Err(DicomError::Decode { path: path.clone(), reason: "Pixel Data is a sequence".into() });
         }
     };
+    cut(h, &fmt, &samples, requests)
+}
+
+/// One whole frame of 16-bit little-endian samples (the common case, without the per-sample dispatch).
+fn frame16(b: &[u8], fmt: &Format, slope: f64, icpt: f64) -> Vec<f32> {
+    let shift = 32 - fmt.bits_stored as u32;
+    let signed = fmt.signed;
+    b.chunks_exact(2)
+        .map(|s| {
+            let raw = u16::from_le_bytes([s[0], s[1]]) as u32;
+            let v = if signed { ((raw << shift) as i32 >> shift) as f64 } else { ((raw << shift) >> shift) as f64 };
+            (v * slope + icpt) as f32
+        })
+        .collect()
+}
+
+/// Cut the requested frames (or mosaic tiles) out of the samples, as f32 with the rescale applied.
+fn cut(
+    h: &InstanceHeader,
+    fmt: &Format,
+    samples: &Samples<'_>,
+    requests: &[SliceRequest],
+) -> Result<Vec<Vec<f32>>, DicomError> {
+    let path = &h.path;
     let frame_len = fmt.frame_len();
     let have = samples.len(fmt.bits_allocated);
     requests
@@ -267,11 +327,14 @@ pub fn decode_slices_from(
             }
             let base = f * frame_len;
             let (slope, icpt) = (r.slope, r.intercept);
-            Ok(match r.tile {
-                None => (0..frame_len)
+            Ok(match (r.tile, samples) {
+                (None, Samples::Bytes(b)) if fmt.bits_allocated == 16 => {
+                    frame16(&b[2 * base..2 * (base + frame_len)], fmt, slope, icpt)
+                }
+                (None, _) => (0..frame_len)
                     .map(|i| (fmt.value(samples.raw(fmt.bits_allocated, base + i)) * slope + icpt) as f32)
                     .collect(),
-                Some((t, m)) => {
+                (Some((t, m)), _) => {
                     let (tr, tc) = (fmt.rows / m as usize, fmt.cols / m as usize);
                     let (y0, x0) = ((t / m) as usize * tr, (t % m) as usize * tc);
                     let mut out = Vec::with_capacity(tr * tc);

@@ -113,6 +113,19 @@ pub struct InstanceHeader {
     pub mosaic_images: Option<u32>,
     /// One entry per frame.
     pub frames: Vec<FrameInfo>,
+    /// Where the native (uncompressed, little-endian) Pixel Data value lies in the file, from the header scan:
+    /// decoding reads it from there without parsing the file again ([`super::pixels`]).
+    pub native_pixels: Option<NativePixels>,
+}
+
+/// Byte range of a native Pixel Data value in its file, and how its element header is encoded (checked again
+/// before the range is used, in case the file changed since the scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativePixels {
+    pub offset: u64,
+    pub len: u64,
+    /// Explicit VR (12-byte element header before the value) or implicit (8 bytes).
+    pub explicit: bool,
 }
 
 impl InstanceHeader {
@@ -187,7 +200,23 @@ pub fn read_header_with(path: &Path, limits: &Limits) -> Result<InstanceHeader, 
         });
     }
     super::claims::check(&h, &scan, limits)?;
+    h.native_pixels = native_pixels(&h.transfer_syntax, &scan);
     Ok(h)
+}
+
+/// The native Pixel Data's place in the file, for the little-endian uncompressed transfer syntaxes.
+fn native_pixels(ts: &str, scan: &super::guard::Scan) -> Option<NativePixels> {
+    let explicit = match ts {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => false,
+        uids::EXPLICIT_VR_LITTLE_ENDIAN => true,
+        _ => return None,
+    };
+    match scan.pixel_data {
+        Some(super::guard::PixelExtent::Native { bytes, offset: Some(offset) }) => {
+            Some(NativePixels { offset, len: bytes, explicit })
+        }
+        _ => None,
+    }
 }
 
 /// A parsed header data set (everything before Pixel Data), its pre-scan and the file size.

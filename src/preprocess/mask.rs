@@ -69,3 +69,39 @@ pub fn dice(a: &Volume, b: &Volume) -> Option<f64> {
     });
     (na + nb > 0).then(|| 2.0 * inter as f64 / (na + nb) as f64)
 }
+
+/// Otsu's threshold of the finite values `values` (256 bins between their min and max): the cut that maximises
+/// the between-class variance. `None` when there are no values or all are equal.
+pub fn otsu_threshold<'a>(values: impl Iterator<Item = &'a f32> + Clone) -> Option<f32> {
+    let (lo, hi) = values
+        .clone()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    const BINS: usize = 256;
+    let step = (hi - lo) as f64 / BINS as f64;
+    let mut hist = [0f64; BINS];
+    for v in values.filter(|v| v.is_finite()) {
+        hist[(((*v - lo) as f64 / step) as usize).min(BINS - 1)] += 1.0;
+    }
+    let total: f64 = hist.iter().sum();
+    let sum_all: f64 = hist.iter().enumerate().map(|(i, h)| i as f64 * h).sum();
+    let (mut w0, mut sum0, mut best, mut cut) = (0.0, 0.0, -1.0, 0usize);
+    for (i, h) in hist.iter().enumerate().take(BINS - 1) {
+        w0 += h;
+        sum0 += i as f64 * h;
+        let w1 = total - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let (m0, m1) = (sum0 / w0, (sum_all - sum0) / w1);
+        let between = w0 * w1 * (m0 - m1) * (m0 - m1);
+        if between > best {
+            best = between;
+            cut = i;
+        }
+    }
+    Some(lo + ((cut + 1) as f64 * step) as f32)
+}

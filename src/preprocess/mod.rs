@@ -8,20 +8,28 @@
 //! - [`resample`]: trilinear/nearest sampling of a [`Volume`] on another grid through a transform (rayon);
 //! - [`mask`]: the template mask mapped to the subject, optionally refined by intensity;
 //! - [`model_input`]: the reference loader's deterministic steps (SPEC §6) exactly;
-//! - [`pipeline`]: [`preprocess_volume`], the facade the daemon calls.
-//!
-//! Bias-field correction and deformable registration slot in as further [`pipeline`] stages: a corrector is a
-//! `Volume → Volume` step before [`register`], a deformable stage refines the affine [`Transform`] into a
-//! displacement field that [`resample`] samples through instead of one matrix.
+//! - [`n4`] (with [`sharpen`] and [`bspline`]): N4-style bias-field correction;
+//! - [`brain`]: brain extraction — the template mask carried through a template → native mapping, refined by
+//!   intensity (Otsu, morphology, largest component, hole filling), with QC values;
+//! - [`steps`]: the configurable `[preprocess] steps` list and the model input's grid (e.g. `icbm152_2009c`);
+//! - [`deformable`]: SyN-style symmetric diffeomorphic registration after the affine (local CC), displacement
+//!   fields with their inverse, ITK/ANTs warp files, transform chains;
+//! - [`pipeline`]: [`preprocess_volume`], the facade the daemon calls, running the configured steps.
 
+pub mod brain;
+pub mod bspline;
+pub mod deformable;
 pub mod mask;
 pub mod metric;
 pub mod model_input;
+pub mod n4;
 pub mod pipeline;
 pub mod pyramid;
 pub mod qc;
 pub mod register;
 pub mod resample;
+pub mod sharpen;
+pub mod steps;
 pub mod template;
 pub mod transform;
 

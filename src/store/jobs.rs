@@ -1,14 +1,19 @@
-//! The persistent job queue: enqueue (idempotent by key), claim, complete (with the stage's results and the
-//! follow-up jobs, in one transaction), fail (retry later or dead-letter), and the operator's list/retry/cancel.
+//! The persistent job queue: enqueue (idempotent by key), claim (with a lease), complete (with the stage's
+//! results and the follow-up jobs, in one transaction), fail (retry later or dead-letter), and the operator's
+//! list/retry/cancel. Lease upkeep (heartbeat, expiry) is in `leases.rs`.
 //!
-//! Claiming is `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING` on the single SQLite writer; on PostgreSQL the
-//! inner select is `FOR UPDATE SKIP LOCKED` so several workers can share the table.
+//! A claim takes the most urgent due job with `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING`, and stamps it
+//! with the claiming process's owner token, `lease_until = now + lease` and `attempts + 1`. Recording a result is
+//! conditional on still holding that claim (`owner`, `attempts` as the claim's fencing number, `state =
+//! 'running'`, lease not expired): a worker that lost its lease records nothing ([`Recording::LeaseLost`]). The
+//! SQL is a portable subset (`?N` placeholders, `ON CONFLICT … DO NOTHING`, `RETURNING`, times passed as
+//! parameters); on PostgreSQL the inner select gains `FOR UPDATE SKIP LOCKED`.
 
 use super::sql::{params, Exec, Row, SqlError, Tx, Value};
 use serde::Serialize;
 
 use super::results::{insert_embedding, insert_registration, insert_volume, NewEmbedding, NewRegistration, NewVolume};
-use super::{audit, now, Store, StoreError};
+use super::{audit, now, JobKind, Payload, SeriesJob, Store, StoreError};
 
 /// Job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,27 +49,33 @@ impl JobState {
     }
 }
 
-/// A job to enqueue. `key` names the work by content: enqueueing an existing key does nothing.
+/// A job to enqueue. `key` names the work by content: enqueueing an existing key does nothing. Its kind is its
+/// payload's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    pub kind: String,
     pub key: String,
     pub series_ref: Option<i64>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub priority: i64,
+}
+
+impl NewJob {
+    pub fn kind(&self) -> JobKind {
+        self.payload.kind()
+    }
 }
 
 /// A job row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub key: String,
     pub series_ref: Option<i64>,
     pub series_uid: Option<String>,
     /// The series' state now (e.g. `skipped`, `needs_review`), so `ldae jobs` shows where each job's series ended.
     pub series_state: Option<String>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub state: String,
     pub priority: i64,
     pub attempts: i64,
@@ -72,21 +83,65 @@ pub struct Job {
     pub last_error: Option<String>,
     pub created_at: f64,
     pub updated_at: f64,
+    /// The owner token of the process that holds (or last held) the claim.
+    pub owner: Option<String>,
+    /// Until when that claim holds unless renewed (seconds since the epoch).
+    pub lease_until: Option<f64>,
+}
+
+/// A process's claim identity: its owner token (random, made at start) and how long a claim or heartbeat holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    pub secs: f64,
+}
+
+/// Whether a job's result was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Recording {
+    Recorded,
+    /// The claim is no longer this worker's (its lease expired and the job was requeued or taken by another
+    /// worker, or the operator cancelled it): nothing was recorded, the stage's results are discarded.
+    LeaseLost,
 }
 
 const JOB_COLS: &str = "j.id, j.kind, j.key, j.series_ref, s.series_uid, j.payload, j.state, j.priority, j.attempts, \
-                        j.next_at, j.last_error, j.created_at, j.updated_at, s.state";
+                        j.next_at, j.last_error, j.created_at, j.updated_at, s.state, j.owner, j.lease_until";
 
-fn job_from_row(r: &Row) -> Result<Job, SqlError> {
-    let payload: String = r.get(5)?;
-    Ok(Job {
+/// A row as read; kind and payload are checked by [`RawJob::typed`], so that one unknown kind or unreadable
+/// payload is an error naming its job.
+struct RawJob {
+    kind: String,
+    payload: String,
+    /// The row with a placeholder kind and payload.
+    job: Job,
+}
+
+impl RawJob {
+    fn typed(self) -> Result<Job, StoreError> {
+        let id = self.job.id;
+        let Some(kind) = JobKind::parse(&self.kind) else {
+            return Err(StoreError::UnknownKind { job: id, kind: self.kind });
+        };
+        let payload = Payload::from_json(kind, &self.payload).map_err(|e| StoreError::BadPayload {
+            job: id,
+            kind,
+            reason: e.to_string(),
+        })?;
+        Ok(Job { kind, payload, ..self.job })
+    }
+}
+
+fn job_from_row(r: &Row) -> Result<RawJob, SqlError> {
+    let job = Job {
         id: r.get(0)?,
-        kind: r.get(1)?,
+        kind: JobKind::Convert,
         key: r.get(2)?,
         series_ref: r.get(3)?,
         series_uid: r.get(4)?,
         series_state: r.get(13)?,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        payload: Payload::Convert(SeriesJob { content_key: String::new() }),
         state: r.get(6)?,
         priority: r.get(7)?,
         attempts: r.get(8)?,
@@ -94,7 +149,24 @@ fn job_from_row(r: &Row) -> Result<Job, SqlError> {
         last_error: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
-    })
+        owner: r.get(14)?,
+        lease_until: r.get(15)?,
+    };
+    Ok(RawJob { kind: r.get(1)?, payload: r.get(5)?, job })
+}
+
+/// One job by id inside a transaction.
+fn job_in(tx: &Tx<'_>, id: i64) -> Result<Job, StoreError> {
+    job_from_row(&tx.query_row(
+        &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
+        &params![id],
+    )?)?
+    .typed()
+}
+
+/// The SQL condition "this claim is still held at ?N": same owner, same attempt, running, lease not expired.
+fn held(id: usize, owner: usize, attempt: usize, at: usize) -> String {
+    format!("id = ?{id} AND state = 'running' AND owner = ?{owner} AND attempts = ?{attempt} AND lease_until >= ?{at}")
 }
 
 /// A series state change that comes with a completed job; applied only while the series still has
@@ -133,7 +205,7 @@ pub(super) fn enqueue(tx: &Tx<'_>, job: &NewJob) -> Result<bool, StoreError> {
     let n = tx.execute(
         "INSERT INTO jobs (kind, key, series_ref, payload, state, priority, attempts, next_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?6, ?6) ON CONFLICT (key) DO NOTHING",
-        &params![job.kind, job.key, job.series_ref, job.payload.to_string(), job.priority, t],
+        &params![job.kind().as_str(), job.key, job.series_ref, job.payload.to_json(), job.priority, t],
     )?;
     Ok(n > 0)
 }
@@ -148,103 +220,87 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Jobs left `running` by a process that died: count the death against each (`crashes`); those that have now
-    /// been running during `max_crashes` deaths are dead-lettered (a stage that takes the process down must not
-    /// put the daemon into a crash loop), the others become pending again (their attempt stays counted).
-    /// Returns (requeued, dead-lettered).
-    pub fn requeue_running(&self, max_crashes: u32) -> Result<(usize, usize), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.begin()?;
-        let t = now();
-        tx.execute("UPDATE jobs SET crashes = crashes + 1 WHERE state = 'running'", &[])?;
-        let error = "the daemon died while this job ran, ' || crashes || ' times: not run again (a poison input?)";
-        let dead: Vec<(i64, Option<i64>, String, String)> = tx.query_map(
-            &format!(
-                "UPDATE jobs SET state = 'dead', updated_at = ?1, finished_at = ?1, last_error = '{error}' \
-                 WHERE state = 'running' AND crashes >= ?2 RETURNING id, series_ref, kind, payload"
-            ),
-            &params![t, max_crashes.max(1) as i64],
-            |r| Ok::<_, SqlError>((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        for (id, series, kind, payload) in &dead {
-            let key = serde_json::from_str::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|p| p.get("content_key").and_then(|k| k.as_str()).map(str::to_string));
-            if let (Some(series), Some(key)) = (series, key) {
-                tx.execute(
-                    "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
-                     AND state <> 'receiving'",
-                    &params![series, key, format!("{kind} job {id} dead: the daemon died while it ran")],
-                )?;
-            }
-            audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "kind": kind, "error": "crash loop" }))?;
-        }
-        let requeued = tx.execute(
-            "UPDATE jobs SET state = 'pending', updated_at = ?1, next_at = ?1, \
-             last_error = COALESCE(last_error, 'interrupted (daemon stopped while it ran)') WHERE state = 'running'",
-            &params![t],
-        )?;
-        tx.commit()?;
-        Ok((requeued, dead.len()))
+    /// Take the most urgent runnable job of one of `kinds` for `lease` (see [`Store::claim_at`]).
+    pub fn claim(&self, kinds: &[JobKind], lease: &Lease) -> Result<Option<Job>, StoreError> {
+        self.claim_at(kinds, lease, now())
     }
 
-    /// Take the most urgent runnable job of one of `kinds` and mark it running (attempts + 1).
-    pub fn claim(&self, kinds: &[&str]) -> Result<Option<Job>, StoreError> {
+    /// Take the most urgent job of one of `kinds` due at `t` and mark it running: owner = `lease.owner`,
+    /// `lease_until = t + lease.secs`, attempts + 1.
+    pub fn claim_at(&self, kinds: &[JobKind], lease: &Lease, t: f64) -> Result<Option<Job>, StoreError> {
         if kinds.is_empty() {
             return Ok(None);
         }
         let mut conn = self.lock();
         let tx = conn.begin()?;
-        let marks = (0..kinds.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(", ");
-        let t = now();
-        // SQLite has one writer and no row locks (the clause is left out there); PostgreSQL skips rows another
-        // worker's claim holds.
-        let lock = if tx.backend() == super::Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 4)).collect();
         let sql = format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?1 WHERE id = \
-             (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1 AND kind IN ({marks}) \
-              ORDER BY priority DESC, next_at, id LIMIT 1{lock}) RETURNING id"
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = ?2, lease_until = ?3, \
+             heartbeat_at = ?1, updated_at = ?1 WHERE id = \
+             (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1 AND kind IN ({}) \
+              ORDER BY priority DESC, next_at, id LIMIT 1{}) RETURNING id",
+            marks.join(", "),
+            // SQLite has one writer and no row locks; PostgreSQL skips rows another worker's claim holds.
+            if tx.backend() == super::Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" }
         );
-        let mut values: Vec<Value> = vec![t.into()];
-        values.extend(kinds.iter().map(|k| Value::from(*k)));
+        let mut values: Vec<Value> = vec![t.into(), lease.owner.clone().into(), (t + lease.secs).into()];
+        values.extend(kinds.iter().map(|k| Value::from(k.as_str())));
         let id: Option<i64> = tx.query_value(&sql, &values)?;
-        let job = match id {
-            Some(id) => Some(job_from_row(&tx.query_row(
-                &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
-                &params![id],
-            )?)?),
+        let job = match id.map(|id| (id, job_in(&tx, id))) {
             None => None,
+            Some((_, Ok(job))) => Some(job),
+            // Never runnable as stored: dead-lettered with the reason, so the queue goes on.
+            Some((id, Err(e @ StoreError::BadPayload { .. }))) => {
+                let error = e.to_string();
+                tx.execute(
+                    "UPDATE jobs SET state = 'dead', updated_at = ?2, finished_at = ?2, lease_until = NULL, \
+                     last_error = ?3 WHERE id = ?1",
+                    &params![id, t, error],
+                )?;
+                audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "error": error }))?;
+                None
+            }
+            Some((_, Err(e))) => return Err(e),
         };
         tx.commit()?;
         Ok(job)
     }
 
     /// Seconds until the next pending job of `kinds` is due (None: nothing pending).
-    pub fn next_due_in(&self, kinds: &[&str]) -> Result<Option<f64>, StoreError> {
+    pub fn next_due_in(&self, kinds: &[JobKind]) -> Result<Option<f64>, StoreError> {
         let conn = self.lock();
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 1)).collect();
+        let sql = format!("SELECT MIN(next_at) FROM jobs WHERE state = 'pending' AND kind IN ({})", marks.join(", "));
         if kinds.is_empty() {
             return Ok(None);
         }
-        let marks = (0..kinds.len()).map(|i| format!("?{}", i + 1)).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT MIN(next_at) FROM jobs WHERE state = 'pending' AND kind IN ({marks})");
-        let values: Vec<Value> = kinds.iter().map(|k| Value::from(*k)).collect();
-        let at: Option<f64> = conn.query_value::<Option<f64>>(&sql, &values)?.flatten();
+        let names: Vec<Value> = kinds.iter().map(|k| Value::from(k.as_str())).collect();
+        let at: Option<f64> = conn.query_value::<Option<f64>>(&sql, &names)?.flatten();
         Ok(at.map(|a| (a - now()).max(0.0)))
     }
 
-    /// Record a job's success with everything it produced, in one transaction.
-    pub fn complete(&self, job: &Job, c: &Completion) -> Result<(), StoreError> {
+    /// Record a job's success with everything it produced, in one transaction — only while `job`'s claim is
+    /// still held (see [`Store::complete_at`]).
+    pub fn complete(&self, job: &Job, c: &Completion) -> Result<Recording, StoreError> {
+        self.complete_at(job, c, now())
+    }
+
+    /// [`Store::complete`] at time `t`. A claim that is no longer held (lease expired, requeued, taken by another
+    /// worker, cancelled by the operator) records nothing and returns [`Recording::LeaseLost`]; what the stage
+    /// wrote to disk stays (content-keyed names: the job's next run writes the same files).
+    pub fn complete_at(&self, job: &Job, c: &Completion, t: f64) -> Result<Recording, StoreError> {
         let mut conn = self.lock();
         let tx = conn.begin()?;
-        let t = now();
         let n = tx.execute(
-            "UPDATE jobs SET state = 'done', updated_at = ?2, finished_at = ?2, last_error = NULL \
-             WHERE id = ?1 AND state = 'running'",
-            &params![job.id, t],
+            &format!(
+                "UPDATE jobs SET state = 'done', updated_at = ?5, finished_at = ?5, last_error = NULL, \
+                 lease_until = NULL WHERE {}",
+                held(1, 2, 3, 4)
+            ),
+            &params![job.id, job.owner, job.attempts, t, t],
         )?;
         if n == 0 {
-            // Cancelled by the operator while it ran: keep what it wrote to disk, record nothing.
-            return Ok(());
+            return Ok(Recording::LeaseLost);
         }
         for v in &c.volumes {
             insert_volume(&tx, v)?;
@@ -277,28 +333,40 @@ impl Store {
         for next in &c.next {
             enqueue(&tx, next)?;
         }
-        audit(&tx, "job_done", &job.id.to_string(), &serde_json::json!({ "kind": job.kind, "key": job.key }))?;
+        let detail =
+            serde_json::json!({ "kind": job.kind, "key": job.key, "owner": job.owner, "attempt": job.attempts });
+        audit(&tx, "job_done", &job.id.to_string(), &detail)?;
         tx.commit()?;
-        Ok(())
+        Ok(Recording::Recorded)
     }
 
-    /// Record a failure: retry at `retry_at`, or (None) dead-letter the job and mark its series failed.
-    pub fn fail(&self, job: &Job, error: &str, retry_at: Option<f64>) -> Result<(), StoreError> {
+    /// Record a failure: retry at `retry_at`, or (None) dead-letter the job and mark its series failed — only
+    /// while `job`'s claim is still held (see [`Store::fail_at`]).
+    pub fn fail(&self, job: &Job, error: &str, retry_at: Option<f64>) -> Result<Recording, StoreError> {
+        self.fail_at(job, error, retry_at, now())
+    }
+
+    /// [`Store::fail`] at time `t`; a claim no longer held records nothing ([`Recording::LeaseLost`]).
+    pub fn fail_at(&self, job: &Job, error: &str, retry_at: Option<f64>, t: f64) -> Result<Recording, StoreError> {
         let mut conn = self.lock();
         let tx = conn.begin()?;
-        let t = now();
         let (state, next_at) = match retry_at {
             Some(at) => ("pending", at),
             None => ("dead", t),
         };
         let n = tx.execute(
-            "UPDATE jobs SET state = ?2, next_at = ?3, last_error = ?4, updated_at = ?5, \
-             finished_at = ?6 WHERE id = ?1 AND state = 'running'",
-            &params![job.id, state, next_at, error, t, (state == "dead").then_some(t)],
+            &format!(
+                "UPDATE jobs SET state = ?5, next_at = ?6, last_error = ?7, updated_at = ?4, lease_until = NULL, \
+                 finished_at = ?8 WHERE {}",
+                held(1, 2, 3, 4)
+            ),
+            &params![job.id, job.owner, job.attempts, t, state, next_at, error, (state == "dead").then_some(t)],
         )?;
-        if n > 0 && state == "dead" {
-            if let (Some(series), Some(key)) = (job.series_ref, job.payload.get("content_key").and_then(|k| k.as_str()))
-            {
+        if n == 0 {
+            return Ok(Recording::LeaseLost);
+        }
+        if state == "dead" {
+            if let (Some(series), Some(key)) = (job.series_ref, job.payload.content_key()) {
                 tx.execute(
                     "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
                      AND state <> 'receiving'",
@@ -307,9 +375,11 @@ impl Store {
             }
         }
         let kind = if state == "dead" { "job_dead" } else { "job_retry" };
-        audit(&tx, kind, &job.id.to_string(), &serde_json::json!({ "kind": job.kind, "error": error }))?;
+        let detail =
+            serde_json::json!({ "kind": job.kind, "error": error, "owner": job.owner, "attempt": job.attempts });
+        audit(&tx, kind, &job.id.to_string(), &detail)?;
         tx.commit()?;
-        Ok(())
+        Ok(Recording::Recorded)
     }
 
     /// Jobs, newest first, optionally only those in `state`; at most `limit`.
@@ -319,20 +389,22 @@ impl Store {
             "SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref \
              WHERE COALESCE(?1, j.state) = j.state ORDER BY j.id DESC LIMIT ?2"
         );
-        conn.query_map(&sql, &params![state.map(|s| s.as_str()), limit as i64], |r| Ok(job_from_row(r)?))
+        let rows = conn.query_map(&sql, &params![state.map(|s| s.as_str()), limit as i64], job_from_row)?;
+        rows.into_iter().map(RawJob::typed).collect()
     }
 
     /// The job with content key `key`, if any.
     pub fn job_by_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
         let conn = self.lock();
-        Ok(conn
-            .query_opt(
-                &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
-                &params![key],
-            )?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()?)
+        conn.query_opt(
+            &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
+            &params![key],
+        )?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()?
+        .map(RawJob::typed)
+        .transpose()
     }
 
     /// One job by id.
@@ -345,7 +417,8 @@ impl Store {
         .as_ref()
         .map(job_from_row)
         .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("job {id} does not exist")))
+        .ok_or_else(|| StoreError::NotFound(format!("job {id} does not exist")))?
+        .typed()
     }
 
     /// Operator retry: a dead, cancelled or waiting job runs again now with a fresh attempt budget.
@@ -377,7 +450,7 @@ impl Store {
         let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2 \
+            "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, lease_until = NULL \
              WHERE id = ?1 AND state IN ('pending', 'running')",
             &params![id, t],
         )?;

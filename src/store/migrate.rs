@@ -19,10 +19,14 @@ pub const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
     ("0007_lookup", include_str!("migrations/sqlite/0007_lookup.sql")),
     ("0008_synthetic", include_str!("migrations/sqlite/0008_synthetic.sql")),
     ("0009_deliveries", include_str!("migrations/sqlite/0009_deliveries.sql")),
+    ("0010_leases", include_str!("migrations/sqlite/0010_leases.sql")),
 ];
 
 /// PostgreSQL's migrations, in order (0001 is SQLite's 0001–0009 at once).
-pub const PG_MIGRATIONS: &[(&str, &str)] = &[("0001_schema", include_str!("migrations/postgres/0001_schema.sql"))];
+pub const PG_MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_schema", include_str!("migrations/postgres/0001_schema.sql")),
+    ("0002_leases", include_str!("migrations/postgres/0002_leases.sql")),
+];
 
 /// The key of the advisory lock migrations run under (any fixed number: "ldae" in ASCII).
 const PG_MIGRATION_LOCK: i64 = 0x6c64_6165;

@@ -10,7 +10,7 @@
 //! backend they talk to.
 //!
 //! Files: `intake.rs` (patients/studies/series/instances/duplicates/quarantine), `series.rs` (stability and
-//! series states), `jobs.rs` (the queue), `results.rs` (volumes, registrations, embeddings), `status.rs`
+//! series states), `jobs.rs` (the queue; `job_kind.rs` its kinds, `leases.rs` heartbeats and expiry), `results.rs` (volumes, registrations, embeddings), `status.rs`
 //! (read-only summaries for the operator CLI), `lookup.rs` (embeddings read back for the researcher look-ups),
 //! `synthetic.rs` (synthetic timepoints), `patient_scans.rs` (one patient's series, for `ldae report`).
 
@@ -21,10 +21,13 @@ use sql::{params, Conn, Exec, SqlError};
 
 mod delivery;
 mod intake;
+mod job_kind;
 mod jobs;
+mod leases;
 mod lookup;
 mod migrate;
 mod patient_scans;
+mod payload;
 mod recovery;
 mod results;
 mod series;
@@ -34,10 +37,12 @@ mod synthetic;
 
 pub use delivery::DeliveryRow;
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};
-pub use jobs::{Completion, Job, JobState, NewJob, SeriesUpdate};
+pub use job_kind::{JobKind, UnknownKind};
+pub use jobs::{Completion, Job, JobState, Lease, NewJob, Recording, SeriesUpdate};
 pub use lookup::{EmbeddingFilter, EmbeddingRow, EmbeddingsGeneration};
 pub use migrate::{PG_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use patient_scans::{PatientRef, PatientSeries};
+pub use payload::{DeliverRequest, EncodeJob, FillRequest, HookJob, Payload, PlanRequest, PreprocessJob, SeriesJob};
 pub use recovery::ParseInFlight;
 pub use results::{NewEmbedding, NewRegistration, NewVolume, VolumeRow};
 pub use series::{ReadySeries, SeriesFiles};
@@ -68,6 +73,10 @@ pub enum StoreError {
     TooOld { db: String, found: i64, known: i64 },
     #[error("database: {0}")]
     Sql(#[from] SqlError),
+    #[error("job {job}: kind `{kind}` is unknown to this ldae (written by a newer version?): upgrade ldae or cancel the job")]
+    UnknownKind { job: i64, kind: String },
+    #[error("job {job}: its {kind} payload cannot be read: {reason}")]
+    BadPayload { job: i64, kind: JobKind, reason: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -239,5 +248,7 @@ fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

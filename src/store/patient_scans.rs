@@ -138,14 +138,16 @@ mod tests {
         let sid = s.series_id(series).unwrap().unwrap();
         let key = format!("job-{series}");
         s.enqueue(&NewJob {
-            kind: "convert".into(),
             key: key.clone(),
             series_ref: Some(sid),
-            payload: serde_json::json!({}),
+            payload: crate::store::Payload::Convert(crate::store::SeriesJob { content_key: key.clone() }),
             priority: 0,
         })
         .unwrap();
-        let j = s.claim(&["convert"]).unwrap().expect("claimed");
+        let j = s
+            .claim(&[crate::store::JobKind::Convert], &crate::store::Lease { owner: "test".into(), secs: 30.0 })
+            .unwrap()
+            .expect("claimed");
         let vp = format!("/o/{series}.nii.gz");
         let c = Completion {
             volumes: vec![NewVolume {
@@ -176,7 +178,7 @@ mod tests {
             }),
             ..Completion::default()
         };
-        s.complete(&j, &c).unwrap();
+        assert_eq!(s.complete(&j, &c).unwrap(), crate::store::Recording::Recorded);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::sql::{params, Exec, SqlError};
 use super::*;
 
-fn header(sop: &str, series: &str) -> InstanceFacts {
+pub(super) fn header(sop: &str, series: &str) -> InstanceFacts {
     InstanceFacts {
         sop_uid: sop.into(),
         series_uid: series.into(),
@@ -22,7 +22,7 @@ fn header(sop: &str, series: &str) -> InstanceFacts {
     }
 }
 
-fn arrived(name: &str, sha: &str) -> ArrivedFile {
+pub(super) fn arrived(name: &str, sha: &str) -> ArrivedFile {
     ArrivedFile {
         path: PathBuf::from(format!("/in/{name}")),
         drop_folder: PathBuf::from("/in"),
@@ -32,12 +32,15 @@ fn arrived(name: &str, sha: &str) -> ArrivedFile {
     }
 }
 
-fn job(key: &str, series: i64) -> NewJob {
+pub(super) fn lease() -> Lease {
+    Lease { owner: "test-owner".into(), secs: 30.0 }
+}
+
+pub(super) fn job(key: &str, series: i64) -> NewJob {
     NewJob {
-        kind: "convert".into(),
         key: key.into(),
         series_ref: Some(series),
-        payload: serde_json::json!({ "content_key": "k" }),
+        payload: Payload::Convert(SeriesJob { content_key: "k".into() }),
         priority: 0,
     }
 }
@@ -136,32 +139,33 @@ fn claim_fail_retry_dead_and_operator_retry() {
     s.record_instance(&arrived("a", "aa"), &header("1", "S")).unwrap();
     let sid = s.series_id("S").unwrap().unwrap();
     assert!(s.enqueue(&job("j1", sid)).unwrap());
-    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
     assert_eq!(j.attempts, 1);
-    assert!(s.claim(&["convert"]).unwrap().is_none(), "running jobs are not claimed twice");
-    s.fail(&j, "boom", Some(now() + 100.0)).unwrap();
-    assert!(s.claim(&["convert"]).unwrap().is_none(), "not due yet");
-    assert!(s.next_due_in(&["convert"]).unwrap().unwrap() > 50.0);
+    assert!(s.claim(&[JobKind::Convert], &lease()).unwrap().is_none(), "running jobs are not claimed twice");
+    assert_eq!(s.fail(&j, "boom", Some(now() + 100.0)).unwrap(), Recording::Recorded);
+    assert!(s.claim(&[JobKind::Convert], &lease()).unwrap().is_none(), "not due yet");
+    assert!(s.next_due_in(&[JobKind::Convert]).unwrap().unwrap() > 50.0);
     s.job_retry(j.id).unwrap();
-    let j = s.claim(&["convert"]).unwrap().expect("due after retry");
+    let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("due after retry");
     assert_eq!(j.attempts, 1, "retry resets the attempt budget");
-    s.fail(&j, "fatal", None).unwrap();
+    assert_eq!(s.fail(&j, "fatal", None).unwrap(), Recording::Recorded);
     let dead = s.jobs_list(Some(JobState::Dead), 10).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].last_error.as_deref(), Some("fatal"));
     assert!(s.job_cancel(j.id).is_err(), "a dead job cannot be cancelled");
     assert!(s.job_retry(999).unwrap_err().to_string().contains("999"));
-    // A crash while running: requeue_running makes it pending again.
+    // A crash while running (the lease runs out): pending again.
     s.job_retry(j.id).unwrap();
-    let _ = s.claim(&["convert"]).unwrap().expect("claimed");
-    assert_eq!(s.requeue_running(2).unwrap(), (1, 0));
-    assert!(s.claim(&["convert"]).unwrap().is_some());
-    // Running during a second death (max_crashes = 2): a crash loop, dead-lettered instead of run again.
-    assert_eq!(s.requeue_running(2).unwrap(), (0, 1));
+    let _ = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
+    let t = now() + 31.0;
+    assert_eq!(s.expire_leases_at(t, 2).unwrap(), (1, 0));
+    assert!(s.claim_at(&[JobKind::Convert], &lease(), t).unwrap().is_some());
+    // Lost during a second run (max_crashes = 2): a crash loop, dead-lettered instead of run again.
+    assert_eq!(s.expire_leases_at(t + 31.0, 2).unwrap(), (0, 1));
     let j = s.job(j.id).unwrap();
     assert_eq!(j.state, "dead");
-    assert!(j.last_error.as_deref().unwrap_or("").contains("died while this job ran, 2 times"), "{j:?}");
-    assert!(s.claim(&["convert"]).unwrap().is_none());
+    assert!(j.last_error.as_deref().unwrap_or("").contains("lost its worker 2 time(s)"), "{j:?}");
+    assert!(s.claim(&[JobKind::Convert], &lease()).unwrap().is_none());
 }
 
 #[test]
@@ -301,7 +305,7 @@ fn embeddings_read_back_joined_and_filtered_by_model() {
     s.record_instance(&arrived("a", "aa"), &h).unwrap();
     let series_ref: i64 = s.lock().query_row("SELECT id FROM series", &[]).unwrap().get(0).unwrap();
     s.enqueue(&job("c1", series_ref)).unwrap();
-    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
     let c = Completion {
         volumes: vec![NewVolume {
             series_ref,
@@ -331,7 +335,7 @@ fn embeddings_read_back_joined_and_filtered_by_model() {
         }),
         ..Completion::default()
     };
-    s.complete(&j, &c).unwrap();
+    assert_eq!(s.complete(&j, &c).unwrap(), Recording::Recorded);
     let rows = s.embeddings("demo", &EmbeddingFilter::default(), true).unwrap();
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
@@ -356,7 +360,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str) -> i64 {
     let series_ref: i64 =
         s.lock().query_row("SELECT id FROM series WHERE series_uid = ?1", &params![series]).unwrap().get(0).unwrap();
     s.enqueue(&job(&format!("c-{series}"), series_ref)).unwrap();
-    let j = s.claim(&["convert"]).unwrap().expect("claimed");
+    let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
     let vol = format!("/o/{series}.nii.gz");
     let c = Completion {
         volumes: vec![NewVolume {
@@ -387,7 +391,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str) -> i64 {
         }),
         ..Completion::default()
     };
-    s.complete(&j, &c).unwrap();
+    assert_eq!(s.complete(&j, &c).unwrap(), Recording::Recorded);
     s.lock().query_row("SELECT MAX(id) FROM embeddings", &[]).unwrap().get(0).unwrap()
 }
 
@@ -475,10 +479,9 @@ fn deliveries_are_recorded_once_per_key_peer_and_instance() {
     assert_eq!((r.state, r.state_note.as_deref()), (SyntheticState::Failed, Some("association rejected")));
     for k in ["deliver:fill:1", "deliver:fill:1:resend-1", "deliver:fill:10"] {
         let job = NewJob {
-            kind: "deliver".into(),
             key: k.into(),
             series_ref: None,
-            payload: serde_json::json!({}),
+            payload: Payload::Deliver(DeliverRequest { content_key: k.into(), resend: 0 }),
             priority: 1,
         };
         s.enqueue(&job).unwrap();

@@ -73,15 +73,20 @@ pub fn tool(program: &str, args: &[&str]) -> bool {
 
 /// Can `python3` import every module in `modules`? [`require`] when not.
 pub fn python_modules(modules: &[&str]) -> bool {
+    python_modules_in("python3", modules)
+}
+
+/// Can the interpreter `python` import every module in `modules`? [`require`] when not.
+pub fn python_modules_in(python: &str, modules: &[&str]) -> bool {
     let code = modules.iter().map(|m| format!("import {m}")).collect::<Vec<_>>().join("; ");
-    let ok = Command::new("python3")
+    let ok = Command::new(python)
         .args(["-c", &code])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        require(&format!("python3 with the modules {modules:?}"));
+        require(&format!("{python} with the modules {modules:?}"));
     }
     ok
 }

@@ -112,11 +112,17 @@ impl Env {
 
     /// Start `ldae serve` with extra environment variables.
     pub fn start_with(&self, n: usize, envs: &[(&str, &str)]) -> Child {
+        self.start_args(n, envs, &[])
+    }
+
+    /// Start `ldae serve <serve_args>` (e.g. `--role worker`) with extra environment variables.
+    pub fn start_args(&self, n: usize, envs: &[(&str, &str)], serve_args: &[&str]) -> Child {
         let log = std::fs::File::create(self.path(&format!("serve-{n}.log"))).expect("log file");
         let mut tries = 0;
         loop {
             let spawned = Command::new(&self.bin)
                 .args(["--config", self.config.to_str().expect("utf-8"), "--log", "info", "serve"])
+                .args(serve_args)
                 .envs(envs.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log.try_clone().expect("log fd"))

@@ -15,30 +15,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::Config;
 use crate::dicom::net::{
     read_instance, send_instances_observed, AeTitle, ErrorClass, InstanceInfo, InstanceResult, SendOptions,
 };
 use crate::longitudinal::timeline::SyntheticState;
-use crate::store::{Completion, Job, NewJob, Store, SyntheticRow};
+use crate::store::{Completion, Job, JobKind, NewJob, Payload, Store, SyntheticRow};
 
 use super::super::hooks::hook_jobs;
-use super::super::stages::StageError;
+use super::super::stages::{wrong_payload, StageError};
 
-/// Job kind of a delivery.
-pub const DELIVER: &str = "deliver";
+/// Job kind of a delivery (its key prefix too).
+pub const DELIVER: JobKind = JobKind::Deliver;
 
-/// The `deliver` job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliverRequest {
-    /// The synthetic timepoint's content key (its fill job's key).
-    pub content_key: String,
-    /// 0 for the delivery the fill enqueues; n for the n-th `ldae synthetic resend`.
-    #[serde(default)]
-    pub resend: u32,
-}
+pub use crate::store::DeliverRequest;
 
 /// The delivery job of a synthetic timepoint: `deliver:<content key>`, once; a resend adds `:resend-<n>`.
 pub fn deliver_job(content_key: &str, resend: u32) -> NewJob {
@@ -47,13 +37,7 @@ pub fn deliver_job(content_key: &str, resend: u32) -> NewJob {
         n => format!("{DELIVER}:{content_key}:resend-{n}"),
     };
     let req = DeliverRequest { content_key: content_key.into(), resend };
-    NewJob {
-        kind: DELIVER.into(),
-        key,
-        series_ref: None,
-        payload: serde_json::to_value(req).unwrap_or_default(),
-        priority: 1,
-    }
+    NewJob { key, series_ref: None, payload: Payload::Deliver(req), priority: 1 }
 }
 
 /// The files of a synthetic series' folder, sorted by name.
@@ -90,8 +74,7 @@ fn transient(store: &Store, cfg: &Config, job: &Job, row: &SyntheticRow, reason:
 
 /// Deliver one synthetic timepoint.
 pub fn run(store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageError> {
-    let req: DeliverRequest = serde_json::from_value(job.payload.clone())
-        .map_err(|e| StageError::Permanent(format!("deliver job {}: bad payload: {e}", job.id)))?;
+    let Payload::Deliver(req) = &job.payload else { return Err(wrong_payload(job)) };
     let row = store.synthetic_by_key(&req.content_key)?.ok_or_else(|| {
         StageError::Permanent(format!("deliver job {}: no synthetic timepoint {}", job.id, req.content_key))
     })?;
@@ -193,11 +176,11 @@ mod tests {
     #[test]
     fn a_delivery_is_keyed_by_its_timepoint_and_a_resend_counts() {
         let first = deliver_job("fill:abc", 0);
-        assert_eq!((first.kind.as_str(), first.key.as_str()), (DELIVER, "deliver:fill:abc"));
+        assert_eq!((first.kind(), first.key.as_str()), (DELIVER, "deliver:fill:abc"));
         assert_eq!(deliver_job("fill:abc", 0), first, "the same delivery is one job");
         assert_eq!(deliver_job("fill:abc", 2).key, "deliver:fill:abc:resend-2");
-        let req: DeliverRequest = serde_json::from_value(deliver_job("fill:abc", 2).payload).unwrap();
-        assert_eq!(req, DeliverRequest { content_key: "fill:abc".into(), resend: 2 });
+        let job = deliver_job("fill:abc", 2);
+        assert_eq!(job.payload, Payload::Deliver(DeliverRequest { content_key: "fill:abc".into(), resend: 2 }));
         let old: DeliverRequest = serde_json::from_value(serde_json::json!({"content_key": "fill:abc"})).unwrap();
         assert_eq!(old.resend, 0);
     }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine with Rust: installs the system packages the tests use
-# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze, Chromium), then runs format, lint and every test.
+# (real dcm2niix, dciodvfy, dcmtk, Orthanc, elastix, systemd-analyze, Chromium, PostgreSQL), then runs format, lint and every test.
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(dcm2niix dicom3tools dcmtk orthanc elastix systemd python3 strace chromium)
+PKGS=(dcm2niix dicom3tools dcmtk orthanc elastix systemd python3 strace chromium postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

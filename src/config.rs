@@ -43,6 +43,8 @@ pub struct Config {
     /// Bounds on what a file from outside may make ldae allocate.
     pub limits: crate::limits::Limits,
     pub lookup: LookupConfig,
+    /// Which database holds the state and the queue.
+    pub store: StoreConfig,
 }
 
 /// Where things live on disk.
@@ -300,6 +302,14 @@ impl StageTimeouts {
     }
 }
 
+/// The store: absent `url` means SQLite in `paths.state` (one host); a `postgresql://user@host:port/db` URL means
+/// that PostgreSQL database, which several `ldae serve` processes on several hosts can share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+}
+
 /// Event hooks: executables called with a JSON event on stdin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -382,6 +392,11 @@ impl Config {
         };
         if self.paths.incoming.is_empty() {
             return bad("paths.incoming", "at least one drop folder is needed");
+        }
+        if let Some(url) = &self.store.url {
+            if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                return bad("store.url", "must be a postgresql://user@host:port/database URL (or absent: SQLite)");
+            }
         }
         if !(self.stability.quiet_secs > 0.0 && self.stability.quiet_secs.is_finite()) {
             return bad("stability.quiet_secs", "must be a positive number of seconds");

@@ -37,7 +37,7 @@ pub struct FillArgs {
 pub fn run(a: FillArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
     let target = dates::parse(&a.date).with_context(|| format!("--date {:?} is not a date (YYYY-MM-DD)", a.date))?;
-    let store = Store::open_existing_in(&cfg.paths.state)?;
+    let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
     let key = super::timeline::resolve_patient(&store, &a.patient)?;
     let model = cfg.model.id();
     let timeline = super::timeline::load(&store, &cfg, &key, &model)?;

@@ -91,7 +91,7 @@ impl Session {
     /// Open the store of `config` and settle the model (`--model`, else the configured one).
     pub fn open(config: &Path, model: Option<&str>) -> anyhow::Result<Session> {
         let cfg = Config::load(config)?;
-        let store = Store::open_existing_in(&cfg.paths.state)?;
+        let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
         let configured = configured_model(&cfg)?;
         let held = || -> anyhow::Result<String> {
             let m = store.embedding_models()?;
@@ -132,7 +132,7 @@ impl Session {
             },
         };
         if store.embeddings_generation(&model.id)?.count == 0 {
-            bail!("no embeddings of model {model} in {}; {}", store.path().display(), held()?);
+            bail!("no embeddings of model {model} in {}; {}", store.location(), held()?);
         }
         Ok(Session { cfg, store, model })
     }

@@ -84,7 +84,7 @@ pub enum ConfigCommand {
 
 fn open(config: &Path) -> anyhow::Result<(Config, Store)> {
     let cfg = Config::load(config)?;
-    let store = Store::open_existing_in(&cfg.paths.state)?;
+    let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
     Ok((cfg, store))
 }
 
@@ -132,7 +132,7 @@ pub fn status(a: StatusArgs, config: &Path) -> anyhow::Result<ExitCode> {
         print_json(&st)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store: {} (schema {})", store.path().display(), st.schema_version);
+    println!("store: {} (schema {})", store.location(), st.schema_version);
     println!(
         "instances: {} ({} in the last hour), duplicates: {}, quarantined: {}",
         st.instances, st.instances_last_hour, st.duplicates, st.quarantined

@@ -44,7 +44,7 @@ pub struct ReportArgs {
 /// Run `ldae report`.
 pub fn run(a: ReportArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let store = Store::open_existing_in(&cfg.paths.state)?;
+    let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
     let patient = one_patient(&store, &a.patient)?;
     let model_id = a.model.clone().unwrap_or_else(|| cfg.model.id());
     let all = store.embeddings(&model_id, &EmbeddingFilter::default(), true)?;

@@ -55,7 +55,7 @@ fn line(s: &SyntheticRow) -> String {
 /// `ldae synthetic`.
 pub fn run(c: SyntheticCommand, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let store = Store::open_existing_in(&cfg.paths.state)?;
+    let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
     match c {
         SyntheticCommand::List { patient, limit, json } => {
             let rows = match patient {

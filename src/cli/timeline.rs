@@ -51,7 +51,7 @@ fn age(a: Option<f64>) -> String {
 /// `ldae timeline`.
 pub fn run(a: TimelineArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let store = Store::open_existing_in(&cfg.paths.state)?;
+    let store = Store::open_existing_at(&crate::store::Location::of(&cfg))?;
     let key = resolve_patient(&store, &a.patient)?;
     let model = a.model.unwrap_or_else(|| cfg.model.id());
     let t = load(&store, &cfg, &key, &model)?;

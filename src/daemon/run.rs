@@ -121,7 +121,7 @@ pub fn serve(config_path: &Path, opts: &ServeOptions) -> Result<(), DaemonError>
 async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize, opts: ServeOptions) -> Result<(), DaemonError> {
     let role = opts.role;
     let _lock = if role.intake() { Some(lock_state(&cfg.paths.state)?) } else { None };
-    let store = Arc::new(Store::open_in(&cfg.paths.state)?);
+    let store = Arc::new(Store::open_at(&crate::store::Location::of(&cfg))?);
     let owner = if role.worker() {
         let owner = Arc::new(super::owner::Owner::register(&cfg.paths.state, cfg.jobs.lease_secs)?);
         let (requeued, crash_looped) = owner.upkeep(&store, &cfg.paths.state, cfg.jobs.max_crashes);
@@ -143,7 +143,7 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize, opts: ServeOpt
     let kinds = opts.kinds.clone().unwrap_or_else(|| JobKind::ALL.to_vec());
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     tracing::info!(
-        db = %store.path().display(),
+        db = %store.location(),
         role = ?role,
         kinds = ?kind_names,
         rearmed,

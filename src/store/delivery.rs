@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use rusqlite::params;
+use super::sql::{params, Exec};
 use serde::Serialize;
 
-use super::{audit, now, write_tx, Store, StoreError};
+use super::{audit, now, Store, StoreError};
 
 /// One confirmed instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,11 +31,11 @@ impl Store {
         status: u16,
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         tx.execute(
             "INSERT INTO deliveries (synthetic_ref, delivery_key, sop_instance_uid, peer, status, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (delivery_key, peer, sop_instance_uid) DO NOTHING",
-            params![synthetic_ref, delivery_key, sop_instance_uid, peer, status, now()],
+            &params![synthetic_ref, delivery_key, sop_instance_uid, peer, status, now()],
         )?;
         tx.commit()?;
         Ok(())
@@ -44,21 +44,22 @@ impl Store {
     /// The instances `peer` already confirmed under `delivery_key`.
     pub fn delivered_instances(&self, delivery_key: &str, peer: &str) -> Result<HashSet<String>, StoreError> {
         let conn = self.lock();
-        let mut st =
-            conn.prepare_cached("SELECT sop_instance_uid FROM deliveries WHERE delivery_key = ?1 AND peer = ?2")?;
-        let rows = st.query_map([delivery_key, peer], |r| r.get(0))?.collect::<Result<HashSet<String>, _>>()?;
-        Ok(rows)
+        let rows = conn.query_map(
+            "SELECT sop_instance_uid FROM deliveries WHERE delivery_key = ?1 AND peer = ?2",
+            &params![delivery_key, peer],
+            |r| r.get::<String>(0),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Every confirmation recorded for a synthetic timepoint, oldest first.
     pub fn deliveries_of(&self, synthetic_ref: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(
+        conn.query_map(
             "SELECT synthetic_ref, delivery_key, sop_instance_uid, peer, status, at FROM deliveries \
              WHERE synthetic_ref = ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([synthetic_ref], |r| {
+            &params![synthetic_ref],
+            |r| {
                 Ok(DeliveryRow {
                     synthetic_ref: r.get(0)?,
                     delivery_key: r.get(1)?,
@@ -67,20 +68,22 @@ impl Store {
                     status: r.get(4)?,
                     at: r.get(5)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// How many jobs of `kind` have the key `key` or a key `key:…` (a timepoint's delivery and its resends, for
     /// the resend counter).
     pub fn jobs_with_key_prefix(&self, kind: &str, key: &str) -> Result<usize, StoreError> {
         let conn = self.lock();
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM jobs WHERE kind = ?1 AND (key = ?2 OR substr(key, 1, length(?2) + 1) = ?2 || ':')",
-            [kind, key],
-            |r| r.get(0),
-        )?;
+        // The prefix is `key:`, compared by its length in characters (as `substr` counts on both backends).
+        let prefix = format!("{key}:");
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE kind = ?1 AND (key = ?2 OR substr(key, 1, ?3) = ?4)",
+                &params![kind, key, prefix.chars().count() as i64, prefix],
+            )?
+            .get(0)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -88,7 +91,7 @@ impl Store {
     /// dead-lettered by the runner).
     pub fn synthetic_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         super::synthetic::set_state(&tx, id, crate::longitudinal::timeline::SyntheticState::Failed, Some(reason))?;
         audit(&tx, "delivery_failed", &id.to_string(), &serde_json::json!({ "reason": reason }))?;
         tx.commit()?;

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, Exec, Row, SqlError};
 use serde::Serialize;
 
 use super::jobs::{enqueue, NewJob};
-use super::{audit, now, path_text, write_tx, Store, StoreError};
+use super::{audit, now, path_text, Store, StoreError};
 
 /// The header facts intake needs from one DICOM file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,7 +67,7 @@ pub struct QuarantineRow {
 }
 
 impl QuarantineRow {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineRow> {
+    fn from_row(r: &Row) -> Result<QuarantineRow, SqlError> {
         Ok(QuarantineRow {
             id: r.get(0)?,
             original_path: r.get(1)?,
@@ -99,11 +99,12 @@ impl Store {
     pub fn is_known_file(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<bool, StoreError> {
         let conn = self.lock();
         let p = path_text(path);
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM instances WHERE received_path = ?1 AND path = ?1 AND size = ?2 AND mtime_ns = ?3",
-            params![p, size as i64, mtime_ns],
-            |r| r.get(0),
-        )?;
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM instances WHERE received_path = ?1 AND path = ?1 AND size = ?2 AND mtime_ns = ?3",
+                &params![p, size as i64, mtime_ns],
+            )?
+            .get(0)?;
         Ok(n > 0)
     }
 
@@ -119,7 +120,11 @@ impl Store {
             "SELECT {QUARANTINE_COLS} FROM quarantine WHERE original_path = ?1 AND size = ?2 AND mtime_ns = ?3 \
              AND state = 'held' ORDER BY id DESC LIMIT 1"
         );
-        Ok(conn.query_row(&sql, params![path_text(path), size as i64, mtime_ns], QuarantineRow::from_row).optional()?)
+        Ok(conn
+            .query_opt(&sql, &params![path_text(path), size as i64, mtime_ns])?
+            .as_ref()
+            .map(QuarantineRow::from_row)
+            .transpose()?)
     }
 
     /// Record an arrived file as an instance: patient, study and series are created on first sight; the series'
@@ -127,13 +132,11 @@ impl Store {
     /// reported as a duplicate and nothing is written.
     pub fn record_instance(&self, f: &ArrivedFile, h: &InstanceFacts) -> Result<Recorded, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        let existing: Option<(i64, String, String)> = tx
-            .query_row("SELECT id, sha256, path FROM instances WHERE sop_uid = ?1", [&h.sop_uid], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        if let Some((instance_id, sha, stored_path)) = existing {
+        let tx = conn.begin()?;
+        if let Some(r) =
+            tx.query_opt("SELECT id, sha256, path FROM instances WHERE sop_uid = ?1", &params![h.sop_uid])?
+        {
+            let (instance_id, sha, stored_path): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
             return Ok(Recorded::Duplicate { instance_id, identical: sha == f.sha256, stored_path });
         }
         let t = now();
@@ -143,20 +146,19 @@ impl Store {
         tx.execute(
             "INSERT INTO patients (patient_key, patient_id, issuer, created_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (patient_key) DO NOTHING",
-            params![key, pid, issuer, t],
+            &params![key, pid, issuer, t],
         )?;
-        let patient: i64 = tx.query_row("SELECT id FROM patients WHERE patient_key = ?1", [&key], |r| r.get(0))?;
+        let patient: i64 = tx.query_row("SELECT id FROM patients WHERE patient_key = ?1", &params![key])?.get(0)?;
         tx.execute(
             "INSERT INTO studies (study_uid, patient_ref, study_date, patient_age_years, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (study_uid) DO NOTHING",
-            params![h.study_uid, patient, h.study_date, h.patient_age_years, t],
+            &params![h.study_uid, patient, h.study_date, h.patient_age_years, t],
         )?;
-        let study: i64 = tx.query_row("SELECT id FROM studies WHERE study_uid = ?1", [&h.study_uid], |r| r.get(0))?;
+        let study: i64 = tx.query_row("SELECT id FROM studies WHERE study_uid = ?1", &params![h.study_uid])?.get(0)?;
         let series: Option<(i64, String)> = tx
-            .query_row("SELECT id, state FROM series WHERE series_uid = ?1", [&h.series_uid], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+            .query_opt("SELECT id, state FROM series WHERE series_uid = ?1", &params![h.series_uid])?
+            .map(|r| Ok::<_, SqlError>((r.get(0)?, r.get(1)?)))
+            .transpose()?;
         let (series_id, reopened) = match series {
             Some((id, state)) => {
                 let reopened = state != "receiving";
@@ -164,36 +166,39 @@ impl Store {
                     "UPDATE series SET state = 'receiving', last_instance_at = ?2, instance_count = instance_count + 1, \
                      expected_count = COALESCE(?3, expected_count), ready_at = NULL, finished_at = NULL, \
                      commit_requested = 0 WHERE id = ?1",
-                    params![id, t, h.expected_count],
+                    &params![id, t, h.expected_count],
                 )?;
                 (id, reopened)
             }
             None => {
-                tx.execute(
-                    "INSERT INTO series (series_uid, study_ref, modality, drop_folder, state, expected_count, \
+                let id: i64 = tx
+                    .query_row(
+                        "INSERT INTO series (series_uid, study_ref, modality, drop_folder, state, expected_count, \
                      instance_count, first_seen_at, last_instance_at, description, acquisition_date) \
-                     VALUES (?1, ?2, ?3, ?4, 'receiving', ?5, 1, ?6, ?6, ?7, ?8)",
-                    params![
-                        h.series_uid,
-                        study,
-                        h.modality,
-                        path_text(&f.drop_folder),
-                        h.expected_count,
-                        t,
-                        h.series_description,
-                        h.acquisition_date
-                    ],
-                )?;
-                (tx.last_insert_rowid(), false)
+                     VALUES (?1, ?2, ?3, ?4, 'receiving', ?5, 1, ?6, ?6, ?7, ?8) RETURNING id",
+                        &params![
+                            h.series_uid,
+                            study,
+                            h.modality,
+                            path_text(&f.drop_folder),
+                            h.expected_count,
+                            t,
+                            h.series_description,
+                            h.acquisition_date
+                        ],
+                    )?
+                    .get(0)?;
+                (id, false)
             }
         };
         let p = path_text(&f.path);
-        tx.execute(
-            "INSERT INTO instances (sop_uid, series_ref, instance_number, received_path, path, size, mtime_ns, sha256, \
-             received_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
-            params![h.sop_uid, series_id, h.instance_number, p, f.size as i64, f.mtime_ns, f.sha256, t],
-        )?;
-        let instance_id = tx.last_insert_rowid();
+        let instance_id: i64 = tx
+            .query_row(
+                "INSERT INTO instances (sop_uid, series_ref, instance_number, received_path, path, size, mtime_ns, \
+                 sha256, received_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                &params![h.sop_uid, series_id, h.instance_number, p, f.size as i64, f.mtime_ns, f.sha256, t],
+            )?
+            .get(0)?;
         if reopened {
             audit(&tx, "series_reopened", &h.series_uid, &serde_json::json!({ "sop_uid": h.sop_uid }))?;
         }
@@ -214,20 +219,21 @@ impl Store {
         jobs: &[NewJob],
     ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let sha = if f.sha256.is_empty() { None } else { Some(f.sha256.as_str()) };
-        tx.execute(
-            "INSERT INTO quarantine (original_path, path, reason, detail, size, mtime_ns, sha256, state, created_at, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'held', ?8, ?8)",
-            params![path_text(&f.path), path_text(target), reason, detail, f.size as i64, f.mtime_ns, sha, t],
-        )?;
-        let qid = tx.last_insert_rowid();
+        let qid: i64 = tx
+            .query_row(
+                "INSERT INTO quarantine (original_path, path, reason, detail, size, mtime_ns, sha256, state, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'held', ?8, ?8) RETURNING id",
+                &params![path_text(&f.path), path_text(target), reason, detail, f.size as i64, f.mtime_ns, sha, t],
+            )?
+            .get(0)?;
         if let Some((instance_id, sop_uid, identical)) = duplicate_of {
             tx.execute(
                 "INSERT INTO duplicates (sop_uid, instance_ref, quarantine_ref, sha256, identical, received_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![sop_uid, instance_id, qid, f.sha256, identical, t],
+                &params![sop_uid, instance_id, qid, f.sha256, identical, t],
             )?;
         }
         for job in jobs {
@@ -247,30 +253,28 @@ impl Store {
     pub fn quarantine_list(&self, all: bool) -> Result<Vec<QuarantineRow>, StoreError> {
         let conn = self.lock();
         let filter = if all { "" } else { "WHERE state = 'held'" };
-        let mut st = conn.prepare(&format!("SELECT {QUARANTINE_COLS} FROM quarantine {filter} ORDER BY id DESC"))?;
-        let rows = st.query_map([], QuarantineRow::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.query_map(&format!("SELECT {QUARANTINE_COLS} FROM quarantine {filter} ORDER BY id DESC"), &[], |r| {
+            Ok(QuarantineRow::from_row(r)?)
+        })
     }
 
     /// One quarantine row by id.
     pub fn quarantine_get(&self, id: i64) -> Result<QuarantineRow, StoreError> {
         let conn = self.lock();
-        conn.query_row(
-            &format!("SELECT {QUARANTINE_COLS} FROM quarantine WHERE id = ?1"),
-            [id],
-            QuarantineRow::from_row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("quarantine entry {id} does not exist")))
+        conn.query_opt(&format!("SELECT {QUARANTINE_COLS} FROM quarantine WHERE id = ?1"), &params![id])?
+            .as_ref()
+            .map(QuarantineRow::from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("quarantine entry {id} does not exist")))
     }
 
     /// Mark a held entry requeued (moved back to `new_path`) or purged (deleted); `state` is `requeued|purged`.
     pub fn quarantine_close(&self, id: i64, state: &str, new_path: Option<&Path>) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let n = tx.execute(
             "UPDATE quarantine SET state = ?2, updated_at = ?3, path = COALESCE(?4, path) WHERE id = ?1 AND state = 'held'",
-            params![id, state, now(), new_path.map(path_text)],
+            &params![id, state, now(), new_path.map(path_text)],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(

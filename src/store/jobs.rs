@@ -9,11 +9,11 @@
 //! SQL is a portable subset (`?N` placeholders, `ON CONFLICT … DO NOTHING`, `RETURNING`, times passed as
 //! parameters); on PostgreSQL the inner select gains `FOR UPDATE SKIP LOCKED`.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::sql::{params, Exec, Row, SqlError, Tx, Value};
 use serde::Serialize;
 
 use super::results::{insert_embedding, insert_registration, insert_volume, NewEmbedding, NewRegistration, NewVolume};
-use super::{audit, now, write_tx, JobKind, Payload, SeriesJob, Store, StoreError};
+use super::{audit, now, JobKind, Payload, SeriesJob, Store, StoreError};
 
 /// Job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,7 +133,7 @@ impl RawJob {
     }
 }
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+fn job_from_row(r: &Row) -> Result<RawJob, SqlError> {
     let job = Job {
         id: r.get(0)?,
         kind: JobKind::Convert,
@@ -156,12 +156,11 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
 }
 
 /// One job by id inside a transaction.
-fn job_in(tx: &Transaction<'_>, id: i64) -> Result<Job, StoreError> {
-    tx.query_row(
+fn job_in(tx: &Tx<'_>, id: i64) -> Result<Job, StoreError> {
+    job_from_row(&tx.query_row(
         &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
-        [id],
-        job_from_row,
-    )?
+        &params![id],
+    )?)?
     .typed()
 }
 
@@ -201,12 +200,12 @@ pub struct Completion {
 }
 
 /// Insert a job unless its key exists. Returns whether it was inserted.
-pub(super) fn enqueue(tx: &Transaction<'_>, job: &NewJob) -> Result<bool, StoreError> {
+pub(super) fn enqueue(tx: &Tx<'_>, job: &NewJob) -> Result<bool, StoreError> {
     let t = now();
     let n = tx.execute(
         "INSERT INTO jobs (kind, key, series_ref, payload, state, priority, attempts, next_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?6, ?6) ON CONFLICT (key) DO NOTHING",
-        params![job.kind().as_str(), job.key, job.series_ref, job.payload.to_json(), job.priority, t],
+        &params![job.kind().as_str(), job.key, job.series_ref, job.payload.to_json(), job.priority, t],
     )?;
     Ok(n > 0)
 }
@@ -215,7 +214,7 @@ impl Store {
     /// Enqueue one job on its own (idempotent by key).
     pub fn enqueue(&self, job: &NewJob) -> Result<bool, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let inserted = enqueue(&tx, job)?;
         tx.commit()?;
         Ok(inserted)
@@ -233,19 +232,20 @@ impl Store {
             return Ok(None);
         }
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 4)).collect();
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = ?2, lease_until = ?3, \
              heartbeat_at = ?1, updated_at = ?1 WHERE id = \
              (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1 AND kind IN ({}) \
-              ORDER BY priority DESC, next_at, id LIMIT 1) RETURNING id",
-            marks.join(", ")
+              ORDER BY priority DESC, next_at, id LIMIT 1{}) RETURNING id",
+            marks.join(", "),
+            // SQLite has one writer and no row locks; PostgreSQL skips rows another worker's claim holds.
+            if tx.backend() == super::Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" }
         );
-        let mut values: Vec<rusqlite::types::Value> =
-            vec![t.into(), lease.owner.clone().into(), (t + lease.secs).into()];
-        values.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.as_str().to_string())));
-        let id: Option<i64> = tx.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0)).optional()?;
+        let mut values: Vec<Value> = vec![t.into(), lease.owner.clone().into(), (t + lease.secs).into()];
+        values.extend(kinds.iter().map(|k| Value::from(k.as_str())));
+        let id: Option<i64> = tx.query_value(&sql, &values)?;
         let job = match id.map(|id| (id, job_in(&tx, id))) {
             None => None,
             Some((_, Ok(job))) => Some(job),
@@ -255,7 +255,7 @@ impl Store {
                 tx.execute(
                     "UPDATE jobs SET state = 'dead', updated_at = ?2, finished_at = ?2, lease_until = NULL, \
                      last_error = ?3 WHERE id = ?1",
-                    params![id, t, error],
+                    &params![id, t, error],
                 )?;
                 audit(&tx, "job_dead", &id.to_string(), &serde_json::json!({ "error": error }))?;
                 None
@@ -271,8 +271,11 @@ impl Store {
         let conn = self.lock();
         let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 1)).collect();
         let sql = format!("SELECT MIN(next_at) FROM jobs WHERE state = 'pending' AND kind IN ({})", marks.join(", "));
-        let names = kinds.iter().map(|k| k.as_str());
-        let at: Option<f64> = conn.query_row(&sql, rusqlite::params_from_iter(names), |r| r.get(0))?;
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<Value> = kinds.iter().map(|k| Value::from(k.as_str())).collect();
+        let at: Option<f64> = conn.query_value::<Option<f64>>(&sql, &names)?.flatten();
         Ok(at.map(|a| (a - now()).max(0.0)))
     }
 
@@ -287,14 +290,14 @@ impl Store {
     /// wrote to disk stays (content-keyed names: the job's next run writes the same files).
     pub fn complete_at(&self, job: &Job, c: &Completion, t: f64) -> Result<Recording, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let n = tx.execute(
             &format!(
                 "UPDATE jobs SET state = 'done', updated_at = ?5, finished_at = ?5, last_error = NULL, \
                  lease_until = NULL WHERE {}",
                 held(1, 2, 3, 4)
             ),
-            params![job.id, job.owner, job.attempts, t, t],
+            &params![job.id, job.owner, job.attempts, t, t],
         )?;
         if n == 0 {
             return Ok(Recording::LeaseLost);
@@ -309,7 +312,7 @@ impl Store {
             insert_embedding(&tx, e)?;
         }
         if let Some((series_ref, json)) = &c.snapshot {
-            tx.execute("UPDATE series SET snapshot = ?2 WHERE id = ?1", params![series_ref, json])?;
+            tx.execute("UPDATE series SET snapshot = ?2 WHERE id = ?1", &params![series_ref, json])?;
         }
         if let Some(s) = &c.synthetic {
             super::synthetic::insert_synthetic(&tx, s)?;
@@ -318,13 +321,13 @@ impl Store {
             super::synthetic::set_state(&tx, *id, *state, Some(note))?;
         }
         for (instance_id, path) in &c.moved {
-            tx.execute("UPDATE instances SET path = ?2 WHERE id = ?1", params![instance_id, path])?;
+            tx.execute("UPDATE instances SET path = ?2 WHERE id = ?1", &params![instance_id, path])?;
         }
         if let Some(u) = &c.series {
             tx.execute(
                 "UPDATE series SET state = ?3, note = ?4, finished_at = CASE WHEN ?5 THEN ?6 ELSE finished_at END \
                  WHERE id = ?1 AND content_key = ?2 AND state <> 'receiving'",
-                params![u.series_ref, u.content_key, u.state, u.note, u.finished, t],
+                &params![u.series_ref, u.content_key, u.state, u.note, u.finished, t],
             )?;
         }
         for next in &c.next {
@@ -346,7 +349,7 @@ impl Store {
     /// [`Store::fail`] at time `t`; a claim no longer held records nothing ([`Recording::LeaseLost`]).
     pub fn fail_at(&self, job: &Job, error: &str, retry_at: Option<f64>, t: f64) -> Result<Recording, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let (state, next_at) = match retry_at {
             Some(at) => ("pending", at),
             None => ("dead", t),
@@ -354,10 +357,10 @@ impl Store {
         let n = tx.execute(
             &format!(
                 "UPDATE jobs SET state = ?5, next_at = ?6, last_error = ?7, updated_at = ?4, lease_until = NULL, \
-                 finished_at = CASE WHEN ?5 = 'dead' THEN ?4 ELSE NULL END WHERE {}",
+                 finished_at = ?8 WHERE {}",
                 held(1, 2, 3, 4)
             ),
-            params![job.id, job.owner, job.attempts, t, state, next_at, error],
+            &params![job.id, job.owner, job.attempts, t, state, next_at, error, (state == "dead").then_some(t)],
         )?;
         if n == 0 {
             return Ok(Recording::LeaseLost);
@@ -367,7 +370,7 @@ impl Store {
                 tx.execute(
                     "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
                      AND state <> 'receiving'",
-                    params![series, key, format!("{} job {} dead: {error}", job.kind, job.id)],
+                    &params![series, key, format!("{} job {} dead: {error}", job.kind, job.id)],
                 )?;
             }
         }
@@ -384,24 +387,22 @@ impl Store {
         let conn = self.lock();
         let sql = format!(
             "SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref \
-             WHERE (?1 IS NULL OR j.state = ?1) ORDER BY j.id DESC LIMIT ?2"
+             WHERE COALESCE(?1, j.state) = j.state ORDER BY j.id DESC LIMIT ?2"
         );
-        let mut st = conn.prepare(&sql)?;
-        let rows = st
-            .query_map(params![state.map(|s| s.as_str()), limit as i64], job_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = conn.query_map(&sql, &params![state.map(|s| s.as_str()), limit as i64], job_from_row)?;
         rows.into_iter().map(RawJob::typed).collect()
     }
 
     /// The job with content key `key`, if any.
     pub fn job_by_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
         let conn = self.lock();
-        conn.query_row(
+        conn.query_opt(
             &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.key = ?1"),
-            [key],
-            job_from_row,
-        )
-        .optional()?
+            &params![key],
+        )?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()?
         .map(RawJob::typed)
         .transpose()
     }
@@ -409,12 +410,13 @@ impl Store {
     /// One job by id.
     pub fn job(&self, id: i64) -> Result<Job, StoreError> {
         let conn = self.lock();
-        conn.query_row(
+        conn.query_opt(
             &format!("SELECT {JOB_COLS} FROM jobs j LEFT JOIN series s ON s.id = j.series_ref WHERE j.id = ?1"),
-            [id],
-            job_from_row,
-        )
-        .optional()?
+            &params![id],
+        )?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("job {id} does not exist")))?
         .typed()
     }
@@ -422,12 +424,12 @@ impl Store {
     /// Operator retry: a dead, cancelled or waiting job runs again now with a fresh attempt budget.
     pub fn job_retry(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'pending', attempts = 0, next_at = ?2, updated_at = ?2, finished_at = NULL \
              WHERE id = ?1 AND state IN ('dead', 'cancelled', 'pending')",
-            params![id, t],
+            &params![id, t],
         )?;
         if n == 0 {
             return Err(job_missing_or(&tx, id, "cannot be retried")?);
@@ -435,7 +437,7 @@ impl Store {
         tx.execute(
             "UPDATE series SET state = 'ready', note = NULL WHERE state = 'failed' AND id = \
              (SELECT series_ref FROM jobs WHERE id = ?1)",
-            [id],
+            &params![id],
         )?;
         audit(&tx, "job_retry_requested", &id.to_string(), &serde_json::json!({}))?;
         tx.commit()?;
@@ -445,12 +447,12 @@ impl Store {
     /// Operator cancel: a pending (or running: its result is then discarded) job will not run.
     pub fn job_cancel(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let t = now();
         let n = tx.execute(
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, lease_until = NULL \
              WHERE id = ?1 AND state IN ('pending', 'running')",
-            params![id, t],
+            &params![id, t],
         )?;
         if n == 0 {
             return Err(job_missing_or(&tx, id, "cannot be cancelled")?);
@@ -462,8 +464,8 @@ impl Store {
 }
 
 /// The error for a job id that either does not exist or is in the wrong state.
-fn job_missing_or(tx: &Transaction<'_>, id: i64, what: &str) -> Result<StoreError, StoreError> {
-    let state: Option<String> = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+fn job_missing_or(tx: &Tx<'_>, id: i64, what: &str) -> Result<StoreError, StoreError> {
+    let state: Option<String> = tx.query_value("SELECT state FROM jobs WHERE id = ?1", &params![id])?;
     Ok(match state {
         None => StoreError::NotFound(format!("job {id} does not exist")),
         Some(s) => StoreError::Conflict(format!("job {id} is {s}: {what}")),

@@ -2,6 +2,7 @@
 //! extends only a held lease, expiry requeues with the loss counted, a stale owner's completion or failure is
 //! refused, N losses dead-letter, a dead owner's jobs are released, and an unknown kind is an error naming its job.
 
+use super::sql::{params, Exec};
 use super::tests::{arrived, header, job};
 use super::*;
 
@@ -86,7 +87,7 @@ fn expiry_requeues_with_the_loss_counted_and_the_stale_owner_records_nothing() {
 fn n_lost_leases_dead_letter_the_job_with_a_reason_and_fail_its_series() {
     let (_d, s, sid) = store_with(1);
     // The series holds the jobs' content key ("k"), so a dead job fails it.
-    s.lock().execute("UPDATE series SET content_key = 'k', state = 'converted' WHERE id = ?1", [sid]).unwrap();
+    s.lock().execute("UPDATE series SET content_key = 'k', state = 'converted' WHERE id = ?1", &params![sid]).unwrap();
     for round in 0..3 {
         let t = T + 100.0 * f64::from(round);
         let j = s.claim_at(&[JobKind::Convert], &lease("a"), t).unwrap().expect("claimable again");
@@ -118,7 +119,7 @@ fn a_dead_owners_jobs_are_released_at_once_and_others_are_kept() {
 fn a_job_running_before_leases_existed_counts_as_expired() {
     let (_d, s, _) = store_with(1);
     let j = s.claim_at(&[JobKind::Convert], &lease("a"), T).unwrap().unwrap();
-    s.lock().execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ?1", [j.id]).unwrap();
+    s.lock().execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ?1", &params![j.id]).unwrap();
     assert_eq!(s.expire_leases_at(T, 3).unwrap(), (1, 0));
 }
 
@@ -129,10 +130,10 @@ fn an_unknown_kind_is_never_claimed_and_reads_as_an_error_naming_the_job() {
         .execute(
             "INSERT INTO jobs (kind, key, payload, state, priority, attempts, next_at, created_at, updated_at) \
              VALUES ('transcode', 'x', '{}', 'pending', 99, 0, 0, 0, 0)",
-            [],
+            &[],
         )
         .unwrap();
-    let id: i64 = s.lock().query_row("SELECT id FROM jobs WHERE key = 'x'", [], |r| r.get(0)).unwrap();
+    let id: i64 = s.lock().query_row("SELECT id FROM jobs WHERE key = 'x'", &[]).unwrap().get(0).unwrap();
     let j = s.claim_at(&JobKind::ALL, &lease("a"), T).unwrap().expect("the known job");
     assert_eq!(j.kind, JobKind::Convert);
     let e = s.job(id).unwrap_err().to_string();
@@ -146,13 +147,14 @@ fn a_claimed_job_whose_payload_does_not_fit_its_kind_is_dead_lettered_with_the_r
         .execute(
             "INSERT INTO jobs (kind, key, payload, state, priority, attempts, next_at, created_at, updated_at) \
              VALUES ('encode', 'bad', '{\"content_key\": \"k\"}', 'pending', 0, 0, 0, 0, 0)",
-            [],
+            &[],
         )
         .unwrap();
     assert!(s.claim_at(&[JobKind::Encode], &lease("a"), T).unwrap().is_none());
     let row: (String, String) = s
         .lock()
-        .query_row("SELECT state, last_error FROM jobs WHERE key = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT state, last_error FROM jobs WHERE key = 'bad'", &[])
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
         .unwrap();
     assert_eq!(row.0, "dead");
     assert!(row.1.contains("encode payload cannot be read") && row.1.contains("volume"), "{}", row.1);

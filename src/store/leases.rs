@@ -7,9 +7,9 @@
 //!
 //! Times are parameters (`*_at` variants take `now`), so the rules are tested without sleeping.
 
-use rusqlite::{params, Transaction};
+use super::sql::{params, Exec, SqlError, Tx};
 
-use super::{audit, now, write_tx, Store, StoreError};
+use super::{audit, now, Store, StoreError};
 
 /// Which running jobs lost their worker.
 enum Lost<'a> {
@@ -27,7 +27,7 @@ impl Store {
         Ok(conn.execute(
             "UPDATE jobs SET lease_until = ?2, heartbeat_at = ?3 \
              WHERE owner = ?1 AND state = 'running' AND lease_until >= ?3",
-            params![owner, t + secs, t],
+            &params![owner, t + secs, t],
         )?)
     }
 
@@ -55,32 +55,37 @@ impl Store {
     /// The distinct owners of running jobs.
     pub fn running_owners(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare("SELECT DISTINCT owner FROM jobs WHERE state = 'running' AND owner IS NOT NULL")?;
-        let rows = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+        Ok(conn.query_map(
+            "SELECT DISTINCT owner FROM jobs WHERE state = 'running' AND owner IS NOT NULL ORDER BY owner",
+            &[],
+            |r| r.get::<String>(0),
+        )?)
     }
 
     fn requeue_lost(&self, lost: Lost<'_>, t: f64, max_crashes: u32) -> Result<(usize, usize), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
+        // PostgreSQL: the rows are locked, so two processes reaping at once count each loss once.
+        let lock = if tx.backend() == super::Backend::Postgres { " FOR UPDATE" } else { "" };
         type Row = (i64, Option<i64>, String, String, i64, Option<String>);
         let cols = "id, series_ref, kind, payload, crashes, owner";
-        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        let map = |r: &super::sql::Row| -> Result<Row, SqlError> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         };
         let rows: Vec<Row> = match lost {
-            Lost::ExpiredBy(at) => {
-                let mut st = tx.prepare(&format!(
-                    "SELECT {cols} FROM jobs WHERE state = 'running' AND (lease_until IS NULL OR lease_until < ?1)"
-                ))?;
-                let rows = st.query_map([at], map)?.collect::<Result<Vec<_>, _>>()?;
-                rows
-            }
-            Lost::Owner(owner) => {
-                let mut st = tx.prepare(&format!("SELECT {cols} FROM jobs WHERE state = 'running' AND owner = ?1"))?;
-                let rows = st.query_map([owner], map)?.collect::<Result<Vec<_>, _>>()?;
-                rows
-            }
+            Lost::ExpiredBy(at) => tx.query_map(
+                &format!(
+                    "SELECT {cols} FROM jobs WHERE state = 'running' AND (lease_until IS NULL OR lease_until < ?1) \
+                         ORDER BY id{lock}"
+                ),
+                &params![at],
+                map,
+            )?,
+            Lost::Owner(owner) => tx.query_map(
+                &format!("SELECT {cols} FROM jobs WHERE state = 'running' AND owner = ?1 ORDER BY id{lock}"),
+                &params![owner],
+                map,
+            )?,
         };
         let why = match lost {
             Lost::ExpiredBy(_) => "its lease expired (the worker died, hung or was paused)",
@@ -96,7 +101,7 @@ impl Store {
                 tx.execute(
                     "UPDATE jobs SET state = 'dead', crashes = ?2, updated_at = ?3, finished_at = ?3, \
                      lease_until = NULL, last_error = ?4 WHERE id = ?1",
-                    params![id, crashes, t, error],
+                    &params![id, crashes, t, error],
                 )?;
                 fail_series(&tx, series, &payload, &format!("{kind} job {id} dead: {error}"))?;
                 let detail = serde_json::json!({ "kind": kind, "error": error, "owner": owner, "crashes": crashes });
@@ -106,7 +111,7 @@ impl Store {
                 tx.execute(
                     "UPDATE jobs SET state = 'pending', crashes = ?2, updated_at = ?3, next_at = ?3, \
                      lease_until = NULL, last_error = ?4 WHERE id = ?1",
-                    params![id, crashes, t, format!("interrupted: {why}")],
+                    &params![id, crashes, t, format!("interrupted: {why}")],
                 )?;
                 let detail = serde_json::json!({ "kind": kind, "why": why, "owner": owner, "crashes": crashes });
                 audit(&tx, "job_lease_lost", &id.to_string(), &detail)?;
@@ -119,7 +124,7 @@ impl Store {
 }
 
 /// Mark a dead job's series failed, if the series still has the job's content key.
-fn fail_series(tx: &Transaction<'_>, series: Option<i64>, payload: &str, note: &str) -> Result<(), StoreError> {
+fn fail_series(tx: &Tx<'_>, series: Option<i64>, payload: &str, note: &str) -> Result<(), StoreError> {
     let key = serde_json::from_str::<serde_json::Value>(payload)
         .ok()
         .and_then(|p| p.get("content_key").and_then(|k| k.as_str()).map(str::to_string));
@@ -127,7 +132,7 @@ fn fail_series(tx: &Transaction<'_>, series: Option<i64>, payload: &str, note: &
         tx.execute(
             "UPDATE series SET state = 'failed', note = ?3 WHERE id = ?1 AND content_key = ?2 \
              AND state <> 'receiving'",
-            params![series, key, note],
+            &params![series, key, note],
         )?;
     }
     Ok(())

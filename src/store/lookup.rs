@@ -3,7 +3,7 @@
 //! time: embeddings of different models are never compared. The filter ([`EmbeddingFilter`]) is plain data that
 //! the look-ups also apply in memory (to a cached matrix), so SQL and cache select exactly the same rows.
 
-use rusqlite::params;
+use super::sql::{params, Exec, Row, SqlError, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -93,12 +93,12 @@ const ROW_SQL: &str = "SELECT e.id, se.series_uid, st.study_uid, p.patient_id, p
      JOIN series se ON se.id = v.series_ref JOIN studies st ON st.id = se.study_ref \
      JOIN patients p ON p.id = st.patient_ref";
 
-fn row(r: &rusqlite::Row<'_>, with_vectors: bool) -> rusqlite::Result<EmbeddingRow> {
-    let y_sem = if with_vectors {
-        let blob: Option<Vec<u8>> = r.get(16)?;
-        blob.unwrap_or_default().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    } else {
-        Vec::new()
+fn row(mut r: Row, with_vectors: bool) -> Result<EmbeddingRow, SqlError> {
+    // y_sem: little-endian f32 bytes (a BLOB on SQLite, a bytea on PostgreSQL); NULL reads as no vector.
+    let y_sem = match (with_vectors, r.take(16)) {
+        (true, Value::Blob(b)) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        (true, Value::Null) | (false, _) => Vec::new(),
+        (true, v) => return Err(SqlError::Type { index: 16, expected: "blob", found: v.kind() }),
     };
     Ok(EmbeddingRow {
         id: r.get(0)?,
@@ -130,10 +130,9 @@ impl Store {
         with_vectors: bool,
     ) -> Result<Vec<EmbeddingRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(&format!("{ROW_SQL} WHERE e.model_id = ?1 ORDER BY e.id"))?;
         let mut out = Vec::new();
-        for r in st.query_map([model_id], |r| row(r, with_vectors))? {
-            let r = r?;
+        for r in conn.query(&format!("{ROW_SQL} WHERE e.model_id = ?1 ORDER BY e.id"), &params![model_id])? {
+            let r = row(r, with_vectors)?;
             if filter.matches(&r) {
                 out.push(r);
             }
@@ -144,26 +143,26 @@ impl Store {
     /// The embeddings of one series (any model), newest first.
     pub fn embeddings_of_series(&self, series_uid: &str, with_vectors: bool) -> Result<Vec<EmbeddingRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(&format!("{ROW_SQL} WHERE se.series_uid = ?1 ORDER BY e.id DESC"))?;
-        let rows = st.query_map([series_uid], |r| row(r, with_vectors))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let rows =
+            conn.query(&format!("{ROW_SQL} WHERE se.series_uid = ?1 ORDER BY e.id DESC"), &params![series_uid])?;
+        Ok(rows.into_iter().map(|r| row(r, with_vectors)).collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Count and newest id of `model_id`'s embeddings.
     pub fn embeddings_generation(&self, model_id: &str) -> Result<EmbeddingsGeneration, StoreError> {
         let conn = self.lock();
-        Ok(conn.query_row(
+        let r = conn.query_row(
             "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM embeddings WHERE model_id = ?1",
-            params![model_id],
-            |r| Ok(EmbeddingsGeneration { count: r.get(0)?, max_id: r.get(1)? }),
-        )?)
+            &params![model_id],
+        )?;
+        Ok(EmbeddingsGeneration { count: r.get(0)?, max_id: r.get(1)? })
     }
 
     /// The model ids that have embeddings, with their counts (for error messages and `export`).
     pub fn embedding_models(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare("SELECT model_id, COUNT(*) FROM embeddings GROUP BY model_id ORDER BY model_id")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.query_map("SELECT model_id, COUNT(*) FROM embeddings GROUP BY model_id ORDER BY model_id", &[], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use super::sql::{params, Exec, SqlError};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -48,16 +48,12 @@ impl Store {
     /// patients), in key order.
     pub fn find_patients(&self, patient: &str) -> Result<Vec<PatientRef>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(
+        conn.query_map(
             "SELECT patient_key, patient_id, issuer FROM patients WHERE patient_id = ?1 OR patient_key = ?1 \
              ORDER BY patient_key",
-        )?;
-        let rows = st
-            .query_map([patient], |r| {
-                Ok(PatientRef { patient_key: r.get(0)?, patient_id: r.get(1)?, issuer: r.get(2)? })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            &params![patient],
+            |r| Ok(PatientRef { patient_key: r.get(0)?, patient_id: r.get(1)?, issuer: r.get(2)? }),
+        )
     }
 
     /// Every series of the patient `patient_key` that has a volume, in series order. Of several volumes,
@@ -65,7 +61,7 @@ impl Store {
     /// then one registered.
     pub fn patient_series(&self, patient_key: &str, model_id: &str) -> Result<Vec<PatientSeries>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(
+        let rows = conn.query_map(
             "SELECT se.id, se.series_uid, st.study_uid, COALESCE(se.acquisition_date, st.study_date), \
              st.patient_age_years, se.modality, se.description, se.state, v.id, v.path, r.id, r.model_input_path, \
              e.id, e.model_version \
@@ -74,29 +70,29 @@ impl Store {
              LEFT JOIN registrations r ON r.volume_ref = v.id \
              LEFT JOIN embeddings e ON e.registration_ref = r.id AND e.model_id = ?2 \
              WHERE p.patient_key = ?1 ORDER BY se.id",
+            &params![patient_key, model_id],
+            |r| {
+                let (vid, rid, eid): (i64, Option<i64>, Option<i64>) = (r.get(8)?, r.get(10)?, r.get(12)?);
+                let rank = (eid.is_some(), rid.is_some(), eid.unwrap_or(0), rid.unwrap_or(0), vid);
+                let row = PatientSeries {
+                    series_uid: r.get(1)?,
+                    study_uid: r.get(2)?,
+                    date: r.get(3)?,
+                    age: r.get(4)?,
+                    modality: r.get(5)?,
+                    description: r.get(6)?,
+                    state: r.get(7)?,
+                    volume_path: r.get(9)?,
+                    model_input_path: r.get(11)?,
+                    embedding_id: eid,
+                    model_version: r.get(13)?,
+                };
+                Ok::<_, SqlError>((r.get::<i64>(0)?, rank, row))
+            },
         )?;
         // (series id) → (rank, row).
         let mut best: BTreeMap<i64, (Rank, PatientSeries)> = BTreeMap::new();
-        let rows = st.query_map(params![patient_key, model_id], |r| {
-            let (vid, rid, eid): (i64, Option<i64>, Option<i64>) = (r.get(8)?, r.get(10)?, r.get(12)?);
-            let rank = (eid.is_some(), rid.is_some(), eid.unwrap_or(0), rid.unwrap_or(0), vid);
-            let row = PatientSeries {
-                series_uid: r.get(1)?,
-                study_uid: r.get(2)?,
-                date: r.get(3)?,
-                age: r.get(4)?,
-                modality: r.get(5)?,
-                description: r.get(6)?,
-                state: r.get(7)?,
-                volume_path: r.get(9)?,
-                model_input_path: r.get(11)?,
-                embedding_id: eid,
-                model_version: r.get(13)?,
-            };
-            Ok((r.get::<_, i64>(0)?, rank, row))
-        })?;
-        for r in rows {
-            let (sid, rank, row) = r?;
+        for (sid, rank, row) in rows {
             if best.get(&sid).is_none_or(|(b, _)| rank > *b) {
                 best.insert(sid, (rank, row));
             }

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, Exec, SqlError, Tx};
 
 use super::intake::ArrivedFile;
-use super::{audit, durably, now, path_text, write_tx, Store, StoreError};
+use super::{audit, now, path_text, Store, StoreError};
 
 /// A file that was being parsed when the process died.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,41 +25,37 @@ impl Store {
         self.lock().execute(
             "INSERT INTO parsing (path, drop_folder, size, mtime_ns, sha256, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (path) DO UPDATE SET drop_folder = ?2, size = ?3, mtime_ns = ?4, sha256 = ?5, started_at = ?6",
-            params![path_text(&f.path), path_text(&f.drop_folder), f.size as i64, f.mtime_ns, f.sha256, now()],
+            &params![path_text(&f.path), path_text(&f.drop_folder), f.size as i64, f.mtime_ns, f.sha256, now()],
         )?;
         Ok(())
     }
 
     /// The parse of the file at `path` ended (whatever its outcome).
     pub fn parse_end(&self, path: &Path) -> Result<(), StoreError> {
-        self.lock().execute("DELETE FROM parsing WHERE path = ?1", [path_text(path)])?;
+        self.lock().execute("DELETE FROM parsing WHERE path = ?1", &params![path_text(path)])?;
         Ok(())
     }
 
     /// On start: every file that was being parsed when the process died, with its death count incremented.
     pub fn parses_interrupted(&self) -> Result<Vec<ParseInFlight>, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        tx.execute("UPDATE parsing SET crashes = crashes + 1", [])?;
-        let rows = {
-            let mut st =
-                tx.prepare("SELECT path, drop_folder, size, mtime_ns, sha256, crashes FROM parsing ORDER BY path")?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(ParseInFlight {
-                        file: ArrivedFile {
-                            path: r.get::<_, String>(0)?.into(),
-                            drop_folder: r.get::<_, String>(1)?.into(),
-                            size: r.get::<_, i64>(2)?.max(0) as u64,
-                            mtime_ns: r.get(3)?,
-                            sha256: r.get(4)?,
-                        },
-                        crashes: r.get(5)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
+        let tx = conn.begin()?;
+        tx.execute("UPDATE parsing SET crashes = crashes + 1", &[])?;
+        let mut rows =
+            tx.query_map("SELECT path, drop_folder, size, mtime_ns, sha256, crashes FROM parsing", &[], |r| {
+                Ok::<_, SqlError>(ParseInFlight {
+                    file: ArrivedFile {
+                        path: r.get::<String>(0)?.into(),
+                        drop_folder: r.get::<String>(1)?.into(),
+                        size: r.get::<i64>(2)?.max(0) as u64,
+                        mtime_ns: r.get(3)?,
+                        sha256: r.get(4)?,
+                    },
+                    crashes: r.get(5)?,
+                })
+            })?;
+        // Byte order of the paths, whatever the backend's collation.
+        rows.sort_by(|a, b| a.file.path.as_os_str().cmp(b.file.path.as_os_str()));
         tx.commit()?;
         Ok(rows)
     }
@@ -68,23 +64,23 @@ impl Store {
     /// a destructive file step, so that what the step relies on (a converted series, a quarantine row) cannot
     /// roll back in a power loss after the files are gone.
     pub fn durable_barrier(&self, why: &str, subject: &str) -> Result<(), StoreError> {
-        durably(&mut self.lock(), |tx| audit(tx, why, subject, &serde_json::json!({})))
+        self.lock().durably(|tx| audit(tx, why, subject, &serde_json::json!({})))
     }
 
     /// An instance file now lives at `path` (moved to the archive; `""`: deleted). Recorded right after each
     /// move by the stage itself, so it holds even when the job that moved it is cancelled or fails later.
     pub fn instance_moved(&self, instance_id: i64, path: &str) -> Result<(), StoreError> {
-        self.lock().execute("UPDATE instances SET path = ?2 WHERE id = ?1", params![instance_id, path])?;
+        self.lock().execute("UPDATE instances SET path = ?2 WHERE id = ?1", &params![instance_id, path])?;
         Ok(())
     }
 
     /// `ldae quarantine requeue`, step 1: durably mark a held entry `requeuing` towards `dest` (before the move,
     /// so that a crash after it is finished as a requeue, never mistaken for an unfinished quarantine move).
     pub fn quarantine_begin_requeue(&self, id: i64, dest: &Path) -> Result<(), StoreError> {
-        durably(&mut self.lock(), |tx| {
+        self.lock().durably(|tx| {
             let n = tx.execute(
                 "UPDATE quarantine SET state = 'requeuing', requeue_to = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'held'",
-                params![id, path_text(dest), now()],
+                &params![id, path_text(dest), now()],
             )?;
             if n == 0 {
                 return Err(StoreError::Conflict(format!(
@@ -98,24 +94,21 @@ impl Store {
     /// Requeues begun but not closed: (id, held path, destination).
     pub fn requeues_unfinished(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare(
+        conn.query_map(
             "SELECT id, path, COALESCE(requeue_to, '') FROM quarantine WHERE state = 'requeuing' ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// A file arrived at `path`: close a requeue that moved it there (returns its id, if any).
     pub fn requeue_landed(&self, path: &Path) -> Result<Option<i64>, StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        let id: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM quarantine WHERE state = 'requeuing' AND requeue_to = ?1 ORDER BY id DESC LIMIT 1",
-                [path_text(path)],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let tx = conn.begin()?;
+        let id: Option<i64> = tx.query_value(
+            "SELECT id FROM quarantine WHERE state = 'requeuing' AND requeue_to = ?1 ORDER BY id DESC LIMIT 1",
+            &params![path_text(path)],
+        )?;
         if let Some(id) = id {
             close_requeue(&tx, id)?;
         }
@@ -126,18 +119,18 @@ impl Store {
     /// `ldae quarantine requeue`, last step: the file is back at its destination.
     pub fn quarantine_finish_requeue(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         close_requeue(&tx, id)?;
         tx.commit()?;
         Ok(())
     }
 }
 
-fn close_requeue(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<(), StoreError> {
+fn close_requeue(tx: &Tx<'_>, id: i64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE quarantine SET state = 'requeued', path = COALESCE(requeue_to, path), updated_at = ?2 \
          WHERE id = ?1 AND state = 'requeuing'",
-        params![id, now()],
+        &params![id, now()],
     )?;
     audit(tx, "quarantine_requeued", &id.to_string(), &serde_json::json!({}))
 }

@@ -1,7 +1,7 @@
 //! Pipeline results: volumes (convert), registrations and model inputs (preprocess), embeddings (encode).
 //! Rows are written inside a job's completion (see `jobs.rs`), keyed by content so a re-run adds nothing.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::sql::{params, Exec, Tx};
 use serde::Serialize;
 
 use super::{now, Store, StoreError};
@@ -56,48 +56,45 @@ pub struct VolumeRow {
     pub sha256: String,
 }
 
-pub(super) fn insert_volume(tx: &Transaction<'_>, v: &NewVolume) -> Result<(), StoreError> {
+pub(super) fn insert_volume(tx: &Tx<'_>, v: &NewVolume) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO volumes (series_ref, content_key, series_key, file_stem, path, sidecar, sha256, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (content_key, file_stem) DO NOTHING",
-        params![v.series_ref, v.content_key, v.series_key, v.file_stem, v.path, v.sidecar, v.sha256, now()],
+        &params![v.series_ref, v.content_key, v.series_key, v.file_stem, v.path, v.sidecar, v.sha256, now()],
     )?;
     Ok(())
 }
 
-fn volume_id(tx: &Transaction<'_>, path: &str) -> Result<i64, StoreError> {
-    tx.query_row("SELECT id FROM volumes WHERE path = ?1 ORDER BY id LIMIT 1", [path], |r| r.get(0))
-        .optional()?
+fn volume_id(tx: &Tx<'_>, path: &str) -> Result<i64, StoreError> {
+    tx.query_value("SELECT id FROM volumes WHERE path = ?1 ORDER BY id LIMIT 1", &params![path])?
         .ok_or_else(|| StoreError::NotFound(format!("volume {path}: not in the store")))
 }
 
-pub(super) fn insert_registration(tx: &Transaction<'_>, r: &NewRegistration) -> Result<(), StoreError> {
+pub(super) fn insert_registration(tx: &Tx<'_>, r: &NewRegistration) -> Result<(), StoreError> {
     let vid = volume_id(tx, &r.volume_path)?;
     tx.execute(
         "INSERT INTO registrations (volume_ref, preprocess_hash, transform_path, model_input_path, metric, \
          brain_coverage, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (volume_ref, preprocess_hash) \
          DO NOTHING",
-        params![vid, r.preprocess_hash, r.transform_path, r.model_input_path, r.metric, r.brain_coverage, now()],
+        &params![vid, r.preprocess_hash, r.transform_path, r.model_input_path, r.metric, r.brain_coverage, now()],
     )?;
     Ok(())
 }
 
-pub(super) fn insert_embedding(tx: &Transaction<'_>, e: &NewEmbedding) -> Result<(), StoreError> {
+pub(super) fn insert_embedding(tx: &Tx<'_>, e: &NewEmbedding) -> Result<(), StoreError> {
     let vid = volume_id(tx, &e.volume_path)?;
     let rid: i64 = tx
-        .query_row(
+        .query_value(
             "SELECT id FROM registrations WHERE volume_ref = ?1 AND preprocess_hash = ?2",
-            params![vid, e.preprocess_hash],
-            |r| r.get(0),
-        )
-        .optional()?
+            &params![vid, e.preprocess_hash],
+        )?
         .ok_or_else(|| StoreError::NotFound(format!("registration of volume {}: not in the store", e.volume_path)))?;
     let blob: Vec<u8> = e.y_sem.iter().flat_map(|x| x.to_le_bytes()).collect();
     tx.execute(
         "INSERT INTO embeddings (registration_ref, model_id, model_version, preprocess_hash, path, y_sem, steps, \
          created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (registration_ref, model_id, model_version) \
          DO NOTHING",
-        params![rid, e.model_id, e.model_version, e.preprocess_hash, e.path, blob, e.steps, now()],
+        &params![rid, e.model_id, e.model_version, e.preprocess_hash, e.path, blob, e.steps, now()],
     )?;
     Ok(())
 }
@@ -106,12 +103,11 @@ impl Store {
     /// Volumes of a series (by UID).
     pub fn volumes_of(&self, series_uid: &str) -> Result<Vec<VolumeRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare(
+        conn.query_map(
             "SELECT v.id, s.series_uid, v.file_stem, v.path, v.sha256 FROM volumes v JOIN series s ON s.id = v.series_ref \
              WHERE s.series_uid = ?1 ORDER BY v.id",
-        )?;
-        let rows = st
-            .query_map([series_uid], |r| {
+            &params![series_uid],
+            |r| {
                 Ok(VolumeRow {
                     id: r.get(0)?,
                     series_uid: r.get(1)?,
@@ -119,8 +115,7 @@ impl Store {
                     path: r.get(3)?,
                     sha256: r.get(4)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 }

@@ -1,7 +1,7 @@
 //! Read-only summaries for `ldae status`: series by state, queue depth by kind and state, the latest errors,
 //! quarantine size and throughput. Safe to call from another process while the daemon writes (WAL).
 
-use rusqlite::params;
+use super::sql::{params, Exec};
 use serde::Serialize;
 
 use super::jobs::Job;
@@ -61,23 +61,25 @@ impl Store {
         let schema_version = self.schema_version()?;
         let errors = self.jobs_with_errors(5)?;
         let conn = self.lock();
-        let count = |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+        let count = |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, &[])?.get(0)?) };
         let hour_ago = now() - 3600.0;
         let instances = count("SELECT COUNT(*) FROM instances")?;
         let duplicates = count("SELECT COUNT(*) FROM duplicates")?;
         let quarantined = count("SELECT COUNT(*) FROM quarantine WHERE state = 'held'")?;
         let instances_last_hour: i64 =
-            conn.query_row("SELECT COUNT(*) FROM instances WHERE received_at >= ?1", [hour_ago], |r| r.get(0))?;
+            conn.query_row("SELECT COUNT(*) FROM instances WHERE received_at >= ?1", &params![hour_ago])?.get(0)?;
         let series_finished_last_hour: i64 =
-            conn.query_row("SELECT COUNT(*) FROM series WHERE finished_at >= ?1", [hour_ago], |r| r.get(0))?;
-        let mut st = conn.prepare("SELECT state, COUNT(*) FROM series GROUP BY state ORDER BY state")?;
-        let series_by_state = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-        let mut st =
-            conn.prepare("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")?;
-        let jobs = st
-            .query_map([], |r| Ok(JobCount { kind: r.get(0)?, state: r.get(1)?, count: r.get(2)? }))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut st = conn.prepare(
+            conn.query_row("SELECT COUNT(*) FROM series WHERE finished_at >= ?1", &params![hour_ago])?.get(0)?;
+        let series_by_state =
+            conn.query_map("SELECT state, COUNT(*) FROM series GROUP BY state ORDER BY state", &[], |r| {
+                Ok::<_, StoreError>((r.get(0)?, r.get(1)?))
+            })?;
+        let jobs = conn.query_map(
+            "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
+            &[],
+            |r| Ok::<_, StoreError>(JobCount { kind: r.get(0)?, state: r.get(1)?, count: r.get(2)? }),
+        )?;
+        let series = conn.query_map(
             "SELECT s.series_uid, p.patient_id, s.modality, s.state, s.instance_count, s.expected_count, \
                (SELECT COUNT(*) FROM volumes v WHERE v.series_ref = s.id AND v.series_key = s.content_key), \
                (SELECT COUNT(*) FROM registrations r JOIN volumes v ON v.id = r.volume_ref \
@@ -87,10 +89,9 @@ impl Store {
                s.note, s.last_instance_at, s.finished_at, p.issuer, p.patient_key \
              FROM series s JOIN studies st ON st.id = s.study_ref JOIN patients p ON p.id = st.patient_ref \
              ORDER BY s.last_instance_at DESC LIMIT ?1",
-        )?;
-        let series = st
-            .query_map(params![series_limit as i64], |r| {
-                Ok(SeriesSummary {
+            &params![series_limit as i64],
+            |r| {
+                Ok::<_, StoreError>(SeriesSummary {
                     series_uid: r.get(0)?,
                     patient_id: r.get(1)?,
                     modality: r.get(2)?,
@@ -106,8 +107,8 @@ impl Store {
                     issuer_of_patient_id: r.get(12)?,
                     patient_key: r.get(13)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         Ok(StatusReport {
             schema_version,
             instances,
@@ -126,12 +127,12 @@ impl Store {
     fn jobs_with_errors(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let ids: Vec<i64> = {
             let conn = self.lock();
-            let mut st = conn.prepare(
+            conn.query_map(
                 "SELECT id FROM jobs WHERE last_error IS NOT NULL AND state IN ('pending', 'running', 'dead') \
                  ORDER BY updated_at DESC LIMIT ?1",
-            )?;
-            let ids = st.query_map([limit as i64], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
-            ids
+                &params![limit as i64],
+                |r| r.get(0),
+            )?
         };
         ids.into_iter().map(|id| self.job(id)).collect()
     }

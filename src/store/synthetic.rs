@@ -1,10 +1,10 @@
 //! Synthetic timepoints (`synthetic_scans`): recorded by the fill job, read by `ldae timeline`, `ldae synthetic`
 //! and the report, retired (never deleted) when a newer acquired scan supersedes them.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::sql::{params, Exec, Row, Tx};
 use serde::Serialize;
 
-use super::{audit, now, write_tx, EmbeddingFilter, Store, StoreError};
+use super::{audit, now, EmbeddingFilter, Store, StoreError};
 use crate::longitudinal::dates;
 use crate::longitudinal::timeline::{Acquired, Synthetic, SyntheticState};
 
@@ -76,7 +76,7 @@ const COLS: &str = "s.id, p.patient_key, s.target_date, s.alpha, s.from_embeddin
      LEFT JOIN embeddings eb ON eb.id = s.to_embedding LEFT JOIN registrations rb ON rb.id = eb.registration_ref \
      LEFT JOIN volumes vb ON vb.id = rb.volume_ref LEFT JOIN series sb ON sb.id = vb.series_ref";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyntheticRow> {
+fn row(r: &Row) -> Result<SyntheticRow, StoreError> {
     Ok(SyntheticRow {
         id: r.get(0)?,
         patient_key: r.get(1)?,
@@ -89,7 +89,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyntheticRow> {
         state: {
             let s: String = r.get(8)?;
             SyntheticState::parse(&s).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, format!("state {s:?}").into())
+                StoreError::Conflict(format!(
+                    "synthetic scan {}: unknown state {s:?} in the store",
+                    r.get::<i64>(0).unwrap_or(-1)
+                ))
             })?
         },
         state_note: r.get(9)?,
@@ -111,42 +114,40 @@ impl Store {
     /// A patient's synthetic timepoints (all states), in target-date order.
     pub fn synthetic_of_patient(&self, patient_key: &str) -> Result<Vec<SyntheticRow>, StoreError> {
         let conn = self.lock();
-        let mut st =
-            conn.prepare_cached(&format!("SELECT {COLS} WHERE p.patient_key = ?1 ORDER BY s.target_date, s.id"))?;
-        let rows = st.query_map([patient_key], row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.query_map(
+            &format!("SELECT {COLS} WHERE p.patient_key = ?1 ORDER BY s.target_date NULLS FIRST, s.id"),
+            &params![patient_key],
+            row,
+        )
     }
 
     /// Every synthetic timepoint, newest first (for `ldae synthetic list`).
     pub fn synthetic_all(&self, limit: usize) -> Result<Vec<SyntheticRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(&format!("SELECT {COLS} ORDER BY s.id DESC LIMIT ?1"))?;
-        let rows = st.query_map([limit as i64], row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.query_map(&format!("SELECT {COLS} ORDER BY s.id DESC LIMIT ?1"), &params![limit as i64], row)
     }
 
     /// One synthetic timepoint by id.
     pub fn synthetic(&self, id: i64) -> Result<Option<SyntheticRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(&format!("SELECT {COLS} WHERE s.id = ?1"))?;
-        Ok(st.query_row([id], row).optional()?)
+        conn.query_opt(&format!("SELECT {COLS} WHERE s.id = ?1"), &params![id])?.as_ref().map(row).transpose()
     }
 
     /// The patient keys a PatientID (or a patient key) names, sorted.
     pub fn patient_keys(&self, id_or_key: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(
+        Ok(conn.query_map(
             "SELECT patient_key FROM patients WHERE patient_key = ?1 OR patient_id = ?1 ORDER BY patient_key",
-        )?;
-        let rows = st.query_map([id_or_key], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+            &params![id_or_key],
+            |r| r.get::<String>(0),
+        )?)
     }
 
     /// Record a synthetic timepoint unless one with its content key exists. Returns its id and whether it was
     /// inserted now.
     pub fn insert_synthetic(&self, s: &NewSynthetic) -> Result<(i64, bool), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         let r = insert_synthetic(&tx, s)?;
         tx.commit()?;
         Ok(r)
@@ -155,7 +156,7 @@ impl Store {
     /// Move a synthetic timepoint to `state`, with a note (e.g. why it was superseded).
     pub fn set_synthetic_state(&self, id: i64, state: SyntheticState, note: Option<&str>) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = conn.begin()?;
         set_state(&tx, id, state, note)?;
         tx.commit()?;
         Ok(())
@@ -200,58 +201,55 @@ impl Store {
     /// An encoded scan and the files the fill job needs from it.
     pub fn encoded_scan(&self, embedding_id: i64) -> Result<EncodedScan, StoreError> {
         let conn = self.lock();
-        conn.query_row(
-            "SELECT e.id, p.patient_key, se.series_uid, COALESCE(se.acquisition_date, st.study_date), e.model_id, \
+        let r = conn
+            .query_opt(
+                "SELECT e.id, p.patient_key, se.series_uid, COALESCE(se.acquisition_date, st.study_date), e.model_id, \
              e.model_version, e.path, v.path, r.transform_path, r.model_input_path \
              FROM embeddings e JOIN registrations r ON r.id = e.registration_ref JOIN volumes v ON v.id = r.volume_ref \
              JOIN series se ON se.id = v.series_ref JOIN studies st ON st.id = se.study_ref \
              JOIN patients p ON p.id = st.patient_ref WHERE e.id = ?1",
-            [embedding_id],
-            |r| {
-                Ok(EncodedScan {
-                    embedding_id: r.get(0)?,
-                    patient_key: r.get(1)?,
-                    series_uid: r.get(2)?,
-                    date: r.get(3)?,
-                    model_id: r.get(4)?,
-                    model_version: r.get(5)?,
-                    codes_path: r.get(6)?,
-                    volume_path: r.get(7)?,
-                    transform_path: r.get(8)?,
-                    model_input_path: r.get(9)?,
-                })
-            },
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("embedding {embedding_id}")))
+                &params![embedding_id],
+            )?
+            .ok_or_else(|| StoreError::NotFound(format!("embedding {embedding_id}")))?;
+        Ok(EncodedScan {
+            embedding_id: r.get(0)?,
+            patient_key: r.get(1)?,
+            series_uid: r.get(2)?,
+            date: r.get(3)?,
+            model_id: r.get(4)?,
+            model_version: r.get(5)?,
+            codes_path: r.get(6)?,
+            volume_path: r.get(7)?,
+            transform_path: r.get(8)?,
+            model_input_path: r.get(9)?,
+        })
     }
 
     /// The source snapshot (JSON) taken at a series' conversion.
     pub fn series_snapshot(&self, series_uid: &str) -> Result<Option<String>, StoreError> {
         let conn = self.lock();
         Ok(conn
-            .query_row("SELECT snapshot FROM series WHERE series_uid = ?1", [series_uid], |r| r.get(0))
-            .optional()?
+            .query_value::<Option<String>>("SELECT snapshot FROM series WHERE series_uid = ?1", &params![series_uid])?
             .flatten())
     }
 
     /// A synthetic timepoint by its content key.
     pub fn synthetic_by_key(&self, content_key: &str) -> Result<Option<SyntheticRow>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached(&format!("SELECT {COLS} WHERE s.content_key = ?1"))?;
-        Ok(st.query_row([content_key], row).optional()?)
+        conn.query_opt(&format!("SELECT {COLS} WHERE s.content_key = ?1"), &params![content_key])?
+            .as_ref()
+            .map(row)
+            .transpose()
     }
 
     /// The patient key of a series.
     pub fn patient_key_of_series(&self, series_ref: i64) -> Result<String, StoreError> {
         let conn = self.lock();
-        conn.query_row(
+        conn.query_value(
             "SELECT p.patient_key FROM series se JOIN studies st ON st.id = se.study_ref \
              JOIN patients p ON p.id = st.patient_ref WHERE se.id = ?1",
-            [series_ref],
-            |r| r.get(0),
-        )
-        .optional()?
+            &params![series_ref],
+        )?
         .ok_or_else(|| StoreError::NotFound(format!("series {series_ref}")))
     }
 }
@@ -275,44 +273,43 @@ pub struct EncodedScan {
 }
 
 /// Insert unless the content key exists; (id, inserted).
-pub(super) fn insert_synthetic(tx: &Transaction<'_>, s: &NewSynthetic) -> Result<(i64, bool), StoreError> {
-    if let Some(id) = tx
-        .query_row("SELECT id FROM synthetic_scans WHERE content_key = ?1", [&s.content_key], |r| r.get(0))
-        .optional()?
+pub(super) fn insert_synthetic(tx: &Tx<'_>, s: &NewSynthetic) -> Result<(i64, bool), StoreError> {
+    if let Some(id) =
+        tx.query_value("SELECT id FROM synthetic_scans WHERE content_key = ?1", &params![s.content_key])?
     {
         return Ok((id, false));
     }
     let patient_ref: i64 = tx
-        .query_row("SELECT id FROM patients WHERE patient_key = ?1", [&s.patient_key], |r| r.get(0))
-        .optional()?
+        .query_value("SELECT id FROM patients WHERE patient_key = ?1", &params![s.patient_key])?
         .ok_or_else(|| StoreError::NotFound(format!("patient {}", s.patient_key)))?;
     let t = now();
-    tx.execute(
-        "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
+    let id: i64 = tx
+        .query_row(
+            "INSERT INTO synthetic_scans (patient_ref, from_embedding, to_embedding, alpha, target_date, path, \
          created_at, content_key, state, model_id, model_version, steps, seed, updated_at, dicom_study_uid, \
          dicom_series_uid, sop_class, dicom_dir) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?7, ?14, ?15, ?16, ?17)",
-        params![
-            patient_ref,
-            s.from_embedding,
-            s.to_embedding,
-            s.alpha,
-            s.target_date,
-            s.path,
-            t,
-            s.content_key,
-            s.state.as_str(),
-            s.model_id,
-            s.model_version,
-            s.steps,
-            s.seed,
-            s.dicom.as_ref().map(|d| d.study_uid.as_str()),
-            s.dicom.as_ref().map(|d| d.series_uid.as_str()),
-            s.dicom.as_ref().map(|d| d.sop_class.as_str()),
-            s.dicom.as_ref().map(|d| d.dir.as_str())
-        ],
-    )?;
-    let id = tx.last_insert_rowid();
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?7, ?14, ?15, ?16, ?17) RETURNING id",
+            &params![
+                patient_ref,
+                s.from_embedding,
+                s.to_embedding,
+                s.alpha,
+                s.target_date,
+                s.path,
+                t,
+                s.content_key,
+                s.state.as_str(),
+                s.model_id,
+                s.model_version,
+                s.steps,
+                s.seed,
+                s.dicom.as_ref().map(|d| d.study_uid.as_str()),
+                s.dicom.as_ref().map(|d| d.series_uid.as_str()),
+                s.dicom.as_ref().map(|d| d.sop_class.as_str()),
+                s.dicom.as_ref().map(|d| d.dir.as_str())
+            ],
+        )?
+        .get(0)?;
     audit(
         tx,
         "synthetic_recorded",
@@ -323,15 +320,10 @@ pub(super) fn insert_synthetic(tx: &Transaction<'_>, s: &NewSynthetic) -> Result
 }
 
 /// Set a synthetic timepoint's state (with its audit event) inside `tx`.
-pub(super) fn set_state(
-    tx: &Transaction<'_>,
-    id: i64,
-    state: SyntheticState,
-    note: Option<&str>,
-) -> Result<(), StoreError> {
+pub(super) fn set_state(tx: &Tx<'_>, id: i64, state: SyntheticState, note: Option<&str>) -> Result<(), StoreError> {
     let n = tx.execute(
         "UPDATE synthetic_scans SET state = ?2, state_note = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state.as_str(), note, now()],
+        &params![id, state.as_str(), note, now()],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("synthetic scan {id}")));

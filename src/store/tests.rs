@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::sql::{params, Exec, SqlError};
 use super::*;
 
 pub(super) fn header(sop: &str, series: &str) -> InstanceFacts {
@@ -48,10 +49,10 @@ pub(super) fn job(key: &str, series: i64) -> NewJob {
 fn migrations_apply_once_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert_eq!(s.schema_version().unwrap(), SQLITE_MIGRATIONS.len() as i64);
     drop(s);
     let s = Store::open_in(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert_eq!(s.schema_version().unwrap(), SQLITE_MIGRATIONS.len() as i64);
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn concurrent_first_opens_migrate_once() {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), MIGRATIONS.len() as i64);
+            assert_eq!(h.join().unwrap().unwrap(), SQLITE_MIGRATIONS.len() as i64);
         }
     }
 }
@@ -173,22 +174,24 @@ fn operator_open_neither_creates_nor_migrates() {
     assert!(Store::open_existing_in(dir.path()).is_err(), "no database: an error, not a new one");
     assert!(!dir.path().join(DB_FILE).exists());
     let old = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    old.execute_batch(MIGRATIONS[0].1).unwrap();
+    old.execute_batch(SQLITE_MIGRATIONS[0].1).unwrap();
     old.pragma_update(None, "user_version", 1).unwrap();
     let e = Store::open_existing_in(dir.path()).err().expect("older schema refused").to_string();
     assert!(e.contains("older") && e.contains("ldae serve"), "{e}");
     let v: i64 = old.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, 1, "an operator command must not migrate");
-    old.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+    old.pragma_update(None, "user_version", SQLITE_MIGRATIONS.len() as i64 + 1).unwrap();
     let e = Store::open_existing_in(dir.path()).err().expect("newer schema refused").to_string();
     assert!(e.contains("newer"), "{e}");
 }
 
 /// (patient_key, patient_id, issuer) of every patient, by key.
 fn patients(s: &Store) -> Vec<(String, Option<String>, Option<String>)> {
-    let conn = s.lock();
-    let mut st = conn.prepare("SELECT patient_key, patient_id, issuer FROM patients ORDER BY patient_key").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect()
+    s.lock()
+        .query_map("SELECT patient_key, patient_id, issuer FROM patients ORDER BY patient_key", &[], |r| {
+            Ok::<_, SqlError>((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
 }
 
 #[test]
@@ -235,9 +238,9 @@ fn issuer_of_patient_id_is_part_of_the_patient_key() {
     );
     let conn = s.lock();
     let same: i64 = conn
-        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.3.1', '1.3.3')", [], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.3.1', '1.3.3')", &[])
+        .unwrap()
+        .get(0)
         .unwrap();
     assert_eq!(same, 1, "same ID, same issuer: one patient");
 }
@@ -249,8 +252,8 @@ fn migration_splits_the_old_shared_none_patient_per_study() {
     {
         // A database as the schema before 0006 left it: two ID-less studies merged into "(none)", one real patient.
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let before = MIGRATIONS.iter().position(|(n, _)| n.starts_with("0006")).unwrap();
-        for (_, sql) in &MIGRATIONS[..before] {
+        let before = SQLITE_MIGRATIONS.iter().position(|(n, _)| n.starts_with("0006")).unwrap();
+        for (_, sql) in &SQLITE_MIGRATIONS[..before] {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", before as i64).unwrap();
@@ -276,16 +279,16 @@ fn migration_splits_the_old_shared_none_patient_per_study() {
     );
     let conn = s.lock();
     let distinct: i64 = conn
-        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.9.1', '1.9.2')", [], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT COUNT(DISTINCT patient_ref) FROM studies WHERE study_uid IN ('1.9.1', '1.9.2')", &[])
+        .unwrap()
+        .get(0)
         .unwrap();
     assert_eq!(distinct, 2);
-    let series_key: String = conn.query_row("SELECT series_key FROM volumes", [], |r| r.get(0)).unwrap();
+    let series_key: String = conn.query_row("SELECT series_key FROM volumes", &[]).unwrap().get(0).unwrap();
     assert_eq!(series_key, "k", "old volumes keep their series key");
-    let fk: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+    let fk: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", &[]).unwrap().get(0).unwrap();
     assert_eq!(fk, 0);
-    let on: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    let on: i64 = conn.query_row("PRAGMA foreign_keys", &[]).unwrap().get(0).unwrap();
     assert_eq!(on, 1, "foreign keys are on again after migrating");
 }
 
@@ -300,7 +303,7 @@ fn embeddings_read_back_joined_and_filtered_by_model() {
         ..header("9.1", "1.2.4")
     };
     s.record_instance(&arrived("a", "aa"), &h).unwrap();
-    let series_ref: i64 = s.lock().query_row("SELECT id FROM series", [], |r| r.get(0)).unwrap();
+    let series_ref: i64 = s.lock().query_row("SELECT id FROM series", &[]).unwrap().get(0).unwrap();
     s.enqueue(&job("c1", series_ref)).unwrap();
     let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
     let c = Completion {
@@ -355,7 +358,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str) -> i64 {
     let h = InstanceFacts { study_date: Some(date.into()), ..header(sop, series) };
     s.record_instance(&arrived(sop, sop), &h).unwrap();
     let series_ref: i64 =
-        s.lock().query_row("SELECT id FROM series WHERE series_uid = ?1", [series], |r| r.get(0)).unwrap();
+        s.lock().query_row("SELECT id FROM series WHERE series_uid = ?1", &params![series]).unwrap().get(0).unwrap();
     s.enqueue(&job(&format!("c-{series}"), series_ref)).unwrap();
     let j = s.claim(&[JobKind::Convert], &lease()).unwrap().expect("claimed");
     let vol = format!("/o/{series}.nii.gz");
@@ -389,7 +392,7 @@ fn encoded(s: &Store, sop: &str, series: &str, date: &str) -> i64 {
         ..Completion::default()
     };
     assert_eq!(s.complete(&j, &c).unwrap(), Recording::Recorded);
-    s.lock().query_row("SELECT MAX(id) FROM embeddings", [], |r| r.get(0)).unwrap()
+    s.lock().query_row("SELECT MAX(id) FROM embeddings", &[]).unwrap().get(0).unwrap()
 }
 
 #[test]

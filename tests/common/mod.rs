@@ -8,6 +8,7 @@ use ldae::Volume;
 
 mod measure;
 pub mod orthanc;
+pub mod postgres;
 mod require;
 #[allow(unused_imports)]
 pub use measure::*;

@@ -71,7 +71,8 @@ impl Stats {
             if x.is_finite() {
                 s.lo = s.lo.min(x);
                 s.hi = s.hi.max(x);
-                s.whole &= x.fract() == 0.0;
+                // Every f32 of magnitude >= 2^23 is whole; below, a truncating cast (no libm call) tells.
+                s.whole &= x.abs() >= 8_388_608.0 || (x as i32) as f32 == x;
             } else {
                 s.whole = false;
             }
@@ -228,6 +229,8 @@ mod tests {
         assert_eq!(storage_for(&vol(|n| n as f32 * 1000.0)), Storage::U16);
         assert_eq!(storage_for(&vol(|n| n as f32 * -1000.0)), Storage::I32);
         assert_eq!(storage_for(&vol(|n| n as f32 + 0.5)), Storage::F32);
+        assert_eq!(storage_for(&vol(|n| n as f32 - 0.25)), Storage::F32);
+        assert_eq!(storage_for(&vol(|n| -(n as f32) - 0.75)), Storage::F32);
         assert_eq!(storage_for(&vol(|n| if n == 7 { f32::NAN } else { 1.0 })), Storage::F32);
         assert_eq!(storage_for(&vol(|n| n as f32 * 1e9)), Storage::F32);
     }

@@ -167,6 +167,8 @@ pub struct PreprocessConfig {
     pub n4: crate::preprocess::n4::N4Options,
     /// Brain extraction (the `brain_extract` step).
     pub brain: crate::preprocess::brain::BrainOptions,
+    /// Deformable registration (the `syn` step).
+    pub syn: crate::preprocess::deformable::SynOptions,
 }
 
 impl Default for PreprocessConfig {
@@ -180,6 +182,7 @@ impl Default for PreprocessConfig {
             grid: None,
             n4: crate::preprocess::n4::N4Options::default(),
             brain: crate::preprocess::brain::BrainOptions::default(),
+            syn: crate::preprocess::deformable::SynOptions::default(),
         }
     }
 }
@@ -416,6 +419,9 @@ impl Config {
         if let Err((k, m)) = self.preprocess.brain.validate() {
             return bad(k, m);
         }
+        if let Err((k, m)) = self.preprocess.syn.validate() {
+            return bad(k, m);
+        }
         if self.model.steps == 0 || self.model.steps > 1000 {
             return bad("model.steps", "must be in 1..=1000");
         }
@@ -538,7 +544,9 @@ mod tests {
         use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/published.toml");
         let cfg = Config::load(&p).expect("published config loads");
-        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]);
+        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Syn, Step::Resize]);
+        assert_eq!(cfg.preprocess.steps, Step::published_steps());
+        assert_eq!(cfg.preprocess.syn, crate::preprocess::deformable::SynOptions::default());
         assert_eq!(cfg.preprocess.grid, Some(GridSpec::Named(NamedGrid::Icbm152_2009c)));
         let g = cfg.preprocess.grid.as_ref().map(|g| g.grid()).expect("grid");
         assert_eq!(g.shape, [193, 229, 193]);

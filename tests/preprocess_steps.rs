@@ -39,7 +39,7 @@ fn the_published_steps_run_in_order_and_build_the_model_input_on_the_2009c_grid(
     opts.register = RegisterOptions { levels_mm: vec![8.0, 4.0], iterations: 60, ..Default::default() };
     opts.n4.shrink = 2;
     // Two SyN levels (brain extraction registers the head deformably too, then `syn` the stripped brain).
-    opts.syn = SynOptions { levels_mm: vec![4.0, 2.0], iterations: vec![20, 10], ..SynOptions::default() };
+    opts.syn = SynOptions { levels_mm: vec![4.0, 3.0], iterations: vec![20, 10], ..SynOptions::default() };
     let start = std::time::Instant::now();
     let out = preprocess_steps(&head, &template, &ModelConfig::paper(), &opts).unwrap();
     let secs = start.elapsed().as_secs_f64();
@@ -82,7 +82,8 @@ fn the_published_steps_run_in_order_and_build_the_model_input_on_the_2009c_grid(
     let deformed = chain.resample(&head, &tgrid, Interp::Linear, 0.0).unwrap();
     let (r_affine, r_syn) = (masked_corr(&template, &affine_only), masked_corr(&template, &deformed));
     eprintln!("correlation to the template inside its brain mask: affine {r_affine:.4}, affine + SyN {r_syn:.4}");
-    assert!(r_syn > r_affine + 0.005, "SyN did not improve the fit: {r_affine} → {r_syn}");
+    // Measured (2-core dev box, loaded, debug, 38 s for all steps): 0.697 → 0.831; unwarped Dice 0.946.
+    assert!(r_syn > r_affine + 0.07, "SyN did not improve the fit enough: {r_affine} → {r_syn}");
     // Written as the daemon writes it, the chain folder reads back as the same map, and gap filling's unwarp
     // follows its inverse: the template mask lands on the native brain.
     let dir = tempfile::tempdir().unwrap();

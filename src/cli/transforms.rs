@@ -89,18 +89,19 @@ pub fn apply_transform(a: ApplyTransformArgs, config: &Path) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The deformable stage of `ldae register --deformable` and its folder of outputs.
+/// The deformable stage of `ldae register --deformable` (`[preprocess.syn]` settings) and its folder of outputs.
 pub fn register_deformable(
     a: &RegisterArgs,
     moving: &Volume,
     fixed: &Volume,
     reg: &Registration,
+    syn_opts: &SynOptions,
     limits: &Limits,
     start: Instant,
 ) -> anyhow::Result<ExitCode> {
     let dir = &a.output;
     let affine_s = start.elapsed().as_secs_f64();
-    let syn = register_syn(fixed, moving, &reg.transform.matrix, &SynOptions::default(), limits)
+    let syn = register_syn(fixed, moving, &reg.transform.matrix, syn_opts, limits)
         .with_context(|| format!("deformable registration of {}", a.moving.display()))?;
     write_chain_folder(dir, &reg.transform, &syn.forward, &syn.inverse)
         .with_context(|| format!("writing the transforms to {}", dir.display()))?;

@@ -559,6 +559,19 @@ mod tests {
         std::fs::write(&f, bad).expect("write");
         let e = Config::load(&f).expect_err("bad steps are refused").to_string();
         assert!(e.contains("preprocess.steps"), "{e}");
+        for (toml, key) in [
+            ("[preprocess.syn]\nradius = 0\n", "preprocess.syn.radius"),
+            ("[preprocess.syn]\nlevels_mm = []\n", "preprocess.syn.levels_mm"),
+            ("[preprocess.syn]\nstep = -1.0\n", "preprocess.syn.step"),
+        ] {
+            std::fs::write(&f, toml).expect("write");
+            let e = Config::load(&f).expect_err("bad syn settings are refused").to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        std::fs::write(&f, "[preprocess.syn]\nlevels_mm = [4.0, 3.0]\n").expect("write");
+        let c = Config::load(&f).expect("a partial [preprocess.syn] loads");
+        assert_eq!(c.preprocess.syn.levels_mm, vec![4.0, 3.0]);
+        assert_eq!(c.preprocess.syn.radius, crate::preprocess::deformable::SynOptions::default().radius);
     }
 
     #[test]

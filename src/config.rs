@@ -169,6 +169,8 @@ pub struct PreprocessConfig {
     pub n4: crate::preprocess::n4::N4Options,
     /// Brain extraction (the `brain_extract` step).
     pub brain: crate::preprocess::brain::BrainOptions,
+    /// Deformable registration (the `syn` step).
+    pub syn: crate::preprocess::deformable::SynOptions,
 }
 
 impl Default for PreprocessConfig {
@@ -182,6 +184,7 @@ impl Default for PreprocessConfig {
             grid: None,
             n4: crate::preprocess::n4::N4Options::default(),
             brain: crate::preprocess::brain::BrainOptions::default(),
+            syn: crate::preprocess::deformable::SynOptions::default(),
         }
     }
 }
@@ -431,6 +434,9 @@ impl Config {
         if let Err((k, m)) = self.preprocess.brain.validate() {
             return bad(k, m);
         }
+        if let Err((k, m)) = self.preprocess.syn.validate() {
+            return bad(k, m);
+        }
         if self.model.steps == 0 || self.model.steps > 1000 {
             return bad("model.steps", "must be in 1..=1000");
         }
@@ -553,7 +559,9 @@ mod tests {
         use crate::preprocess::steps::{GridSpec, NamedGrid, Step};
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/published.toml");
         let cfg = Config::load(&p).expect("published config loads");
-        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]);
+        assert_eq!(cfg.preprocess.steps, vec![Step::N4, Step::BrainExtract, Step::Register, Step::Syn, Step::Resize]);
+        assert_eq!(cfg.preprocess.steps, Step::published_steps());
+        assert_eq!(cfg.preprocess.syn, crate::preprocess::deformable::SynOptions::default());
         assert_eq!(cfg.preprocess.grid, Some(GridSpec::Named(NamedGrid::Icbm152_2009c)));
         let g = cfg.preprocess.grid.as_ref().map(|g| g.grid()).expect("grid");
         assert_eq!(g.shape, [193, 229, 193]);
@@ -566,6 +574,19 @@ mod tests {
         std::fs::write(&f, bad).expect("write");
         let e = Config::load(&f).expect_err("bad steps are refused").to_string();
         assert!(e.contains("preprocess.steps"), "{e}");
+        for (toml, key) in [
+            ("[preprocess.syn]\nradius = 0\n", "preprocess.syn.radius"),
+            ("[preprocess.syn]\nlevels_mm = []\n", "preprocess.syn.levels_mm"),
+            ("[preprocess.syn]\nstep = -1.0\n", "preprocess.syn.step"),
+        ] {
+            std::fs::write(&f, toml).expect("write");
+            let e = Config::load(&f).expect_err("bad syn settings are refused").to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        std::fs::write(&f, "[preprocess.syn]\nlevels_mm = [4.0, 3.0]\n").expect("write");
+        let c = Config::load(&f).expect("a partial [preprocess.syn] loads");
+        assert_eq!(c.preprocess.syn.levels_mm, vec![4.0, 3.0]);
+        assert_eq!(c.preprocess.syn.radius, crate::preprocess::deformable::SynOptions::default().radius);
     }
 
     #[test]

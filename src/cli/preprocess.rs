@@ -112,7 +112,7 @@ pub fn register(a: RegisterArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let reg = register_affine(&moving, &fixed, mask.as_ref(), &opts)
         .with_context(|| format!("registering {}", a.moving.display()))?;
     if a.deformable {
-        return super::transforms::register_deformable(&a, &moving, &fixed, &reg, &limits, start);
+        return super::transforms::register_deformable(&a, &moving, &fixed, &reg, &cfg.syn, &limits, start);
     }
     let Some(transform) = &a.transform else {
         anyhow::bail!("--transform is required without --deformable");

@@ -11,8 +11,7 @@ use super::preprocess::RegisterArgs;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::nifti::{read_nifti_limited, write_nifti};
-use crate::preprocess::deformable::chain::{ChainRecord, StepRef};
-use crate::preprocess::deformable::itk_field::write_field;
+use crate::preprocess::deformable::chain::write_chain_folder;
 use crate::preprocess::deformable::{register_syn, Chain, Step, SynOptions};
 use crate::preprocess::register::Registration;
 use crate::preprocess::resample::{Grid, Interp};
@@ -90,34 +89,22 @@ pub fn apply_transform(a: ApplyTransformArgs, config: &Path) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The deformable stage of `ldae register --deformable` and its folder of outputs.
+/// The deformable stage of `ldae register --deformable` (`[preprocess.syn]` settings) and its folder of outputs.
 pub fn register_deformable(
     a: &RegisterArgs,
     moving: &Volume,
     fixed: &Volume,
     reg: &Registration,
+    syn_opts: &SynOptions,
     limits: &Limits,
     start: Instant,
 ) -> anyhow::Result<ExitCode> {
     let dir = &a.output;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let affine_s = start.elapsed().as_secs_f64();
-    let syn = register_syn(fixed, moving, &reg.transform.matrix, &SynOptions::default(), limits)
+    let syn = register_syn(fixed, moving, &reg.transform.matrix, syn_opts, limits)
         .with_context(|| format!("deformable registration of {}", a.moving.display()))?;
-    reg.transform.write(&dir.join("affine.txt"))?;
-    reg.transform.write(&dir.join("affine.json"))?;
-    write_field(&dir.join("warp.nii.gz"), &syn.forward)?;
-    write_field(&dir.join("inverse_warp.nii.gz"), &syn.inverse)?;
-    let step = |file: &str, invert| StepRef { file: file.into(), invert };
-    let record = ChainRecord {
-        from: reg.transform.from.clone(),
-        to: reg.transform.to.clone(),
-        forward: vec![step("warp.nii.gz", false), step("affine.json", false)],
-        inverse: vec![step("affine.json", true), step("inverse_warp.nii.gz", false)],
-    };
-    let json = serde_json::to_string_pretty(&record)?;
-    crate::nifti::write_atomic(&dir.join("transform.json"), json.as_bytes())
-        .with_context(|| format!("writing {}", dir.join("transform.json").display()))?;
+    write_chain_folder(dir, &reg.transform, &syn.forward, &syn.inverse)
+        .with_context(|| format!("writing the transforms to {}", dir.display()))?;
     let chain = Chain { steps: vec![Step::Field(Box::new(syn.forward)), Step::Affine(reg.transform.matrix)] };
     let out = chain.resample(moving, &Grid::of(fixed), Interp::Linear, 0.0)?;
     write_nifti(&dir.join("registered.nii.gz"), &out)?;

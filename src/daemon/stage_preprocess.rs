@@ -68,6 +68,7 @@ pub fn steps_key(p: &crate::config::PreprocessConfig) -> serde_json::Value {
             Step::N4 => serde_json::json!({ "step": s, "n4": p.n4 }),
             Step::BrainExtract => serde_json::json!({ "step": s, "brain": p.brain }),
             Step::Register => serde_json::json!({ "step": s, "pyramid": p.pyramid, "iterations": p.iterations }),
+            Step::Syn => serde_json::json!({ "step": s, "syn": p.syn }),
             Step::TemplateMask | Step::Resize => serde_json::json!({ "step": s }),
         })
         .collect();
@@ -138,9 +139,23 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         .map_err(|e| StageError::Permanent(format!("{}: {e}", volume_path.display())))?;
     let dir = volume_path.parent().unwrap_or(Path::new(".")).join(format!("reg-{}", &ph[..16]));
     let stem = volume_path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "")).unwrap_or_default();
-    let transform_path = dir.join(format!("{stem}_template_to_native.txt"));
     let input_path = dir.join(format!("{stem}_model_input.nii.gz"));
-    out.transform.write(&transform_path).map_err(|e| StageError::Retry(e.to_string()))?;
+    // The affine alone, or with `syn` the chain folder (ITK files + ldae's record), whose `transform.json` gap
+    // filling's unwarp follows (chain::unwarp reads either).
+    let transform_path = match &out.deformable {
+        None => {
+            let path = dir.join(format!("{stem}_template_to_native.txt"));
+            out.transform.write(&path).map_err(|e| StageError::Retry(e.to_string()))?;
+            path
+        }
+        Some(warp) => crate::preprocess::deformable::chain::write_chain_folder(
+            &dir.join(format!("{stem}_template_to_native")),
+            &out.transform,
+            &warp.forward,
+            &warp.inverse,
+        )
+        .map_err(|e| StageError::Retry(e.to_string()))?,
+    };
     crate::nifti::write_nifti(&input_path, &out.model_input).map_err(|e| StageError::Retry(e.to_string()))?;
     let registration = NewRegistration {
         volume_path: volume_path.to_string_lossy().into_owned(),
@@ -157,6 +172,9 @@ pub fn run(_store: &Store, cfg: &Config, job: &Job) -> Result<Completion, StageE
         out.mi,
         out.brain_coverage * 100.0
     );
+    if let Some(cc) = out.ran.iter().find_map(|r| r.syn_cc) {
+        measured.push_str(&format!(", deformable local CC {cc:.3}"));
+    }
     if let Some(b) = out.ran.iter().find_map(|r| r.brain) {
         measured.push_str(&format!(", extracted brain {:.2}× the template mask", b.volume_ratio));
     }
@@ -223,5 +241,11 @@ mod tests {
         grid.grid = Some(GridSpec::Named(NamedGrid::Icbm152_2009c));
         assert_ne!(key(&base), key(&grid));
         assert!(key(&published).contains("\"brain_extract\""));
+        let mut published_syn = published.clone();
+        published_syn.syn.radius = 3;
+        assert_ne!(key(&published), key(&published_syn), "syn runs in the published steps: its parameters count");
+        let mut default_syn = base.clone();
+        default_syn.syn.radius = 3;
+        assert_eq!(key(&base), key(&default_syn), "syn does not run by default");
     }
 }

@@ -32,6 +32,13 @@ impl NativeToTemplate for AffineMapping {
     }
 }
 
+/// A deformable native → template chain (`[Affine(A⁻¹), Field(inverse)]`, see [`super::pipeline`]).
+impl NativeToTemplate for super::deformable::Chain {
+    fn map(&self, p: [f64; 3]) -> [f64; 3] {
+        self.apply(p)
+    }
+}
+
 /// The parameters of brain extraction (`[preprocess.brain]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -3,13 +3,16 @@
 //!
 //! The default steps are the original pipeline: rigid/affine registration → resampling onto the target grid →
 //! template brain mask → model input (SPEC §6). The paper's order (config/published.toml) is N4 → brain
-//! extraction → registration → resize. A deformable step slots in after `register` (it refines the transform
-//! that resampling and the brain mask's [`NativeToTemplate`] use).
+//! extraction → affine registration → SyN → resize. With `syn` in the steps the template → native map is the chain
+//! `[Field(forward), Affine(A)]`: resampling onto the target grid follows it, and brain extraction carries the
+//! template mask through its inverse `[Affine(A⁻¹), Field(inverse)]` (a deformable registration of the whole head);
+//! [`Preprocessed::deformable`] holds the fields for the daemon to store as a chain folder.
 
 use serde::Serialize;
 use tracing::info;
 
-use super::brain::{carry_mask, extract_brain, AffineMapping, BrainOptions, BrainQc};
+use super::brain::{carry_mask, extract_brain, AffineMapping, BrainOptions, BrainQc, NativeToTemplate};
+use super::deformable::{register_syn, Chain, Step as ChainStep, SynOptions, SynResult};
 use super::mask::{apply_mask, mask_to_native};
 use super::model_input::model_input;
 use super::n4::{n4, N4Options};
@@ -27,8 +30,11 @@ use crate::volume::Volume;
 /// Everything preprocessing produces for one scan.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
-    /// Template → native world map (store it: it maps synthetic template-space scans back).
+    /// Template → native world map, the affine (store it: it maps synthetic template-space scans back).
     pub transform: Transform,
+    /// The `syn` step's fields (template → affinely aligned native and back); the full template → native map is
+    /// then `[Field(forward), Affine(transform)]` ([`super::deformable::chain::write_chain_folder`] stores it).
+    pub deformable: Option<SynResult>,
     /// The scan on the target grid (brain-masked when a masking step ran).
     pub registered: Volume,
     /// The brain mask on the native grid: the extracted one with `brain_extract`, else the template's mapped.
@@ -54,6 +60,11 @@ pub struct StepRecord {
     pub n4_iterations: Option<Vec<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brain: Option<BrainQc>,
+    /// SyN: local CC at the end of the finest level and iterations per level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_cc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_iterations: Option<Vec<u32>>,
 }
 
 /// Everything [`preprocess_steps`] needs besides the scan and the template.
@@ -63,6 +74,7 @@ pub struct PipelineOptions {
     pub register: RegisterOptions,
     pub n4: N4Options,
     pub brain: BrainOptions,
+    pub syn: SynOptions,
     pub grid: Option<GridSpec>,
     pub limits: Limits,
 }
@@ -75,6 +87,7 @@ impl PipelineOptions {
             register: RegisterOptions::from_config(cfg, template_spacing),
             n4: cfg.n4.clone(),
             brain: cfg.brain.clone(),
+            syn: cfg.syn.clone(),
             grid: cfg.grid.clone(),
             limits: Limits::default(),
         }
@@ -87,6 +100,7 @@ impl PipelineOptions {
             register,
             n4: N4Options::default(),
             brain: BrainOptions::default(),
+            syn: SynOptions::default(),
             grid: None,
             limits: Limits::default(),
         }
@@ -113,6 +127,12 @@ pub fn preprocess_with(
     preprocess_steps(native, template, model, &PipelineOptions::registration_only(opts.clone()))
 }
 
+/// The native → template map `[Affine(A⁻¹), Field(inverse)]` of an affine `A` (template → native) and a SyN result.
+fn native_to_template(affine: &Transform, syn: &SynResult) -> Result<Chain, PreprocessError> {
+    let inv = affine.inverse().ok_or_else(|| invalid("deformable registration", "singular affine"))?;
+    Ok(Chain { steps: vec![ChainStep::Affine(inv.matrix), ChainStep::Field(Box::new(syn.inverse.clone()))] })
+}
+
 /// Run `opts.steps` in order (they are checked first, see [`super::steps::validate_steps`]).
 pub fn preprocess_steps(
     native: &Volume,
@@ -126,11 +146,14 @@ pub fn preprocess_steps(
     let mut reg: Option<super::register::Registration> = None;
     let mut registered: Option<Volume> = None;
     let mut native_mask: Option<Volume> = None;
+    let mut deformable: Option<SynResult> = None;
+    let with_syn = opts.steps.contains(&Step::Syn);
     let mut ran = Vec::new();
     let mut input = None;
     for &step in &opts.steps {
         let start = std::time::Instant::now();
-        let mut rec = StepRecord { step, secs: 0.0, n4_iterations: None, brain: None };
+        let mut rec =
+            StepRecord { step, secs: 0.0, n4_iterations: None, brain: None, syn_cc: None, syn_iterations: None };
         match step {
             Step::N4 => {
                 let r = n4(&scan, None, &opts.n4, &opts.limits, &|_, _, _| {})?;
@@ -140,10 +163,18 @@ pub fn preprocess_steps(
             }
             Step::BrainExtract => {
                 // A first registration of the whole head gives the template → native mapping for the mask.
+                // With `syn` in the steps the head is registered deformably too and the mask follows that chain.
                 let head = register_affine(&scan, &template.t1, Some(&template.mask), &opts.register)?;
-                let to_template =
-                    head.transform.inverse().ok_or_else(|| invalid("brain extraction", "singular transform"))?;
-                let carried = carry_mask(&template.mask, &Grid::of(&scan), &AffineMapping(to_template.matrix))?;
+                let mapping: Box<dyn NativeToTemplate> = if with_syn {
+                    let warp = register_syn(&template.t1, &scan, &head.transform.matrix, &opts.syn, &opts.limits)?;
+                    info!(cc = warp.cc, "head registered deformably for brain extraction");
+                    Box::new(native_to_template(&head.transform, &warp)?)
+                } else {
+                    let to_template =
+                        head.transform.inverse().ok_or_else(|| invalid("brain extraction", "singular transform"))?;
+                    Box::new(AffineMapping(to_template.matrix))
+                };
+                let carried = carry_mask(&template.mask, &Grid::of(&scan), mapping.as_ref())?;
                 let b = extract_brain(&scan, &carried, &opts.brain)?;
                 info!(volume_ratio = b.qc.volume_ratio, dice = b.qc.dice_to_template, "brain extracted");
                 apply_mask(&mut scan, &b.mask)?;
@@ -158,6 +189,30 @@ pub fn preprocess_steps(
                         .ok_or_else(|| invalid("preprocess", "the native affine is singular"))?,
                 );
                 reg = Some(r);
+            }
+            Step::Syn => {
+                let r = reg.as_ref().ok_or_else(|| invalid("syn", "needs register first"))?;
+                // A skull-stripped scan is matched to the template's brain, not to its head.
+                let fixed = match &native_mask {
+                    Some(_) => {
+                        let mut t = template.t1.clone();
+                        apply_mask(&mut t, &template.mask)?;
+                        t
+                    }
+                    None => template.t1.clone(),
+                };
+                let warp = register_syn(&fixed, &scan, &r.transform.matrix, &opts.syn, &opts.limits)?;
+                info!(cc = warp.cc, iterations = ?warp.iterations, "registered deformably");
+                let chain = Chain {
+                    steps: vec![
+                        ChainStep::Field(Box::new(warp.forward.clone())),
+                        ChainStep::Affine(r.transform.matrix),
+                    ],
+                };
+                registered = Some(chain.resample(&scan, &target, Interp::Linear, 0.0)?);
+                rec.syn_cc = Some(warp.cc);
+                rec.syn_iterations = Some(warp.iterations.clone());
+                deformable = Some(warp);
             }
             Step::TemplateMask => {
                 let vol = registered.as_mut().ok_or_else(|| invalid("template_mask", "needs register first"))?;
@@ -183,13 +238,25 @@ pub fn preprocess_steps(
     let (Some(reg), Some(registered), Some(model_input)) = (reg, registered, input) else {
         return Err(invalid("preprocess.steps", "register and resize did not both run"));
     };
-    let native_mask = match native_mask {
-        Some(m) => m,
-        None => mask_to_native(&template.mask, native, &reg.transform, false)?,
+    let native_mask = match (native_mask, &deformable) {
+        (Some(m), _) => m,
+        (None, Some(warp)) => {
+            carry_mask(&template.mask, &Grid::of(native), &native_to_template(&reg.transform, warp)?)?
+        }
+        (None, None) => mask_to_native(&template.mask, native, &reg.transform, false)?,
     };
     let brain_coverage = super::qc::brain_coverage(&template.mask, native, &reg.transform);
     info!(brain_coverage, "template brain inside the scan's field of view");
-    Ok(Preprocessed { transform: reg.transform, registered, native_mask, model_input, mi: reg.mi, brain_coverage, ran })
+    Ok(Preprocessed {
+        transform: reg.transform,
+        deformable,
+        registered,
+        native_mask,
+        model_input,
+        mi: reg.mi,
+        brain_coverage,
+        ran,
+    })
 }
 
 /// Map a template-space volume back onto a native grid with the stored template → native transform.

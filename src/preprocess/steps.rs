@@ -20,6 +20,9 @@ pub enum Step {
     BrainExtract,
     /// Rigid then affine registration to the template ([`super::register`]).
     Register,
+    /// Deformable (SyN-style) registration after `register` ([`super::deformable::syn`]): the scan is resampled
+    /// onto the target grid through the warp and the affine, and the stored transform becomes the chain.
+    Syn,
     /// The template's brain mask applied on the template grid (the original pipeline's masking).
     TemplateMask,
     /// The model's exact input (SPEC §6: spacing, pad/crop, min–max) from the scan on the target grid.
@@ -32,9 +35,9 @@ impl Step {
         vec![Step::Register, Step::TemplateMask, Step::Resize]
     }
 
-    /// The paper's training order (SPEC §6, affine registration until a deformable step is added).
+    /// The paper's training order (SPEC §6): N4 → brain extraction → affine + SyN to the template → resize.
     pub fn published_steps() -> Vec<Step> {
-        vec![Step::N4, Step::BrainExtract, Step::Register, Step::Resize]
+        vec![Step::N4, Step::BrainExtract, Step::Register, Step::Syn, Step::Resize]
     }
 
     /// The name used in the config file.
@@ -43,6 +46,7 @@ impl Step {
             Step::N4 => "n4",
             Step::BrainExtract => "brain_extract",
             Step::Register => "register",
+            Step::Syn => "syn",
             Step::TemplateMask => "template_mask",
             Step::Resize => "resize",
         }
@@ -50,7 +54,8 @@ impl Step {
 }
 
 /// Check a steps list: each step at most once, `register` and `resize` present, `resize` last, native-space
-/// steps (`n4`, `brain_extract`) before `register`, `template_mask` after it. The message says which rule broke.
+/// steps (`n4`, `brain_extract`) before `register`, `template_mask` and `syn` after it (`syn` before `template_mask`,
+/// which masks the scan `syn` resamples). The message says which rule broke.
 pub fn validate_steps(steps: &[Step]) -> Result<(), String> {
     let pos = |s: Step| steps.iter().position(|x| *x == s);
     for (i, s) in steps.iter().enumerate() {
@@ -69,6 +74,14 @@ pub fn validate_steps(steps: &[Step]) -> Result<(), String> {
     }
     if pos(Step::TemplateMask).is_some_and(|p| p < reg) {
         return Err("\"template_mask\" works on the template grid and must come after \"register\"".into());
+    }
+    if let Some(syn) = pos(Step::Syn) {
+        if syn < reg {
+            return Err("\"syn\" refines the affine and must come after \"register\"".into());
+        }
+        if pos(Step::TemplateMask).is_some_and(|p| p < syn) {
+            return Err("\"syn\" resamples the scan and must come before \"template_mask\"".into());
+        }
     }
     Ok(())
 }
@@ -132,6 +145,10 @@ mod tests {
         assert!(validate_steps(&[Step::Register, Step::N4, Step::Resize]).unwrap_err().contains("before"));
         assert!(validate_steps(&[Step::TemplateMask, Step::Register, Step::Resize]).unwrap_err().contains("after"));
         assert!(validate_steps(&[Step::N4, Step::N4, Step::Register, Step::Resize]).unwrap_err().contains("twice"));
+        assert!(validate_steps(&[Step::Syn, Step::Register, Step::Resize]).unwrap_err().contains("after"));
+        let late = [Step::Register, Step::TemplateMask, Step::Syn, Step::Resize];
+        assert!(validate_steps(&late).unwrap_err().contains("before \"template_mask\""));
+        assert!(validate_steps(&[Step::Register, Step::Syn, Step::TemplateMask, Step::Resize]).is_ok());
     }
 
     #[test]

@@ -167,6 +167,36 @@ impl Chain {
     }
 }
 
+/// Write a deformable registration as a folder ANTs tools and ldae both read: `affine.txt` (ITK text),
+/// `affine.json` (ldae), `warp.nii.gz` and `inverse_warp.nii.gz` (ITK displacement fields) and the
+/// [`ChainRecord`] `transform.json` (forward: the warp then the affine; inverse: the inverse affine then the
+/// inverse warp). Returns the record's path. `dir` is created if missing.
+pub fn write_chain_folder(
+    dir: &Path,
+    affine: &Transform,
+    forward: &Field,
+    inverse: &Field,
+) -> Result<PathBuf, PreprocessError> {
+    std::fs::create_dir_all(dir).map_err(|source| PreprocessError::Io { path: dir.to_path_buf(), source })?;
+    affine.write(&dir.join("affine.txt"))?;
+    affine.write(&dir.join("affine.json"))?;
+    super::itk_field::write_field(&dir.join("warp.nii.gz"), forward)?;
+    super::itk_field::write_field(&dir.join("inverse_warp.nii.gz"), inverse)?;
+    let step = |file: &str, invert| StepRef { file: file.into(), invert };
+    let record = ChainRecord {
+        from: affine.from.clone(),
+        to: affine.to.clone(),
+        forward: vec![step("warp.nii.gz", false), step("affine.json", false)],
+        inverse: vec![step("affine.json", true), step("inverse_warp.nii.gz", false)],
+    };
+    let path = dir.join("transform.json");
+    let json = serde_json::to_string_pretty(&record)
+        .map_err(|e| invalid(path.display().to_string(), format!("cannot serialise the chain record: {e}")))?;
+    crate::nifti::write_atomic(&path, json.as_bytes())
+        .map_err(|source| PreprocessError::Io { path: path.clone(), source })?;
+    Ok(path)
+}
+
 /// Map a template-space volume onto a native grid with a stored template → native transform: an affine (ITK text
 /// or ldae JSON) or a [`ChainRecord`] (its inverse list is used: native → template points).
 pub fn unwarp(

@@ -13,6 +13,7 @@
 //! half-field inverses come from fixed-point inversion ([`Field::invert`]).
 
 use ndarray::{Array3, Zip};
+use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::field::Field;
@@ -23,8 +24,9 @@ use crate::preprocess::resample::{resample, Grid, Interp, Sampler};
 use crate::preprocess::{invalid, PreprocessError};
 use crate::volume::{Affine, Volume};
 
-/// How to register deformably.
-#[derive(Debug, Clone, PartialEq)]
+/// How to register deformably (the `[preprocess.syn]` section; every key optional, defaults below).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SynOptions {
     /// Isotropic voxel size of each level, coarse to fine (mm).
     pub levels_mm: Vec<f64>,
@@ -59,6 +61,42 @@ impl Default for SynOptions {
             window: 8,
             inverse_iterations: 30,
         }
+    }
+}
+
+impl SynOptions {
+    /// Check the values a config file may set: the failing key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let levels = &self.levels_mm;
+        if levels.is_empty() || levels.len() > 8 || levels.iter().any(|s| !(s.is_finite() && (0.25..=32.0).contains(s)))
+        {
+            return Err(("preprocess.syn.levels_mm", "must list 1 to 8 voxel sizes in [0.25, 32] mm"));
+        }
+        if self.iterations.is_empty() || self.iterations.iter().any(|n| !(1..=10_000).contains(n)) {
+            return Err(("preprocess.syn.iterations", "must list iterations in 1..=10000"));
+        }
+        if !(1..=8).contains(&self.radius) {
+            return Err(("preprocess.syn.radius", "must be in 1..=8"));
+        }
+        if !(self.step.is_finite() && self.step > 0.0 && self.step <= 2.0) {
+            return Err(("preprocess.syn.step", "must be in (0, 2] voxels"));
+        }
+        if !(self.fluid_sigma.is_finite() && (0.0..=10.0).contains(&self.fluid_sigma)) {
+            return Err(("preprocess.syn.fluid_sigma", "must be in [0, 10] voxels"));
+        }
+        if !(self.elastic_sigma.is_finite() && (0.0..=10.0).contains(&self.elastic_sigma)) {
+            return Err(("preprocess.syn.elastic_sigma", "must be in [0, 10] voxels"));
+        }
+        if !(self.convergence.is_finite() && self.convergence >= 0.0) {
+            return Err(("preprocess.syn.convergence", "must be a finite value ≥ 0"));
+        }
+        if !(1..=100).contains(&self.window) {
+            return Err(("preprocess.syn.window", "must be in 1..=100"));
+        }
+        if !(1..=200).contains(&self.inverse_iterations) {
+            return Err(("preprocess.syn.inverse_iterations", "must be in 1..=200"));
+        }
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use ldae::limits::Limits;
 use ldae::nifti::{read_nifti, write_nifti};
+use ldae::preprocess::n4::field_ratio_cv;
 use ldae::preprocess::n4::{n4, N4Options};
 use ldae::preprocess::resample::{resample, Grid, Interp};
 use ldae::volume::{Affine, Volume};
@@ -41,19 +42,6 @@ secs = time.perf_counter() - start
 r = (field.numpy() / t)[m.numpy() > 0.5]
 print(json.dumps({"secs": secs, "cv": float(r.std() / r.mean())}))
 "#;
-
-fn cv(a: &Volume, b: &Volume, mask: &Volume) -> f64 {
-    let r: Vec<f64> = a
-        .data
-        .iter()
-        .zip(b.data.iter())
-        .zip(mask.data.iter())
-        .filter(|(_, m)| **m > 0.5)
-        .map(|((x, y), _)| *x as f64 / *y as f64)
-        .collect();
-    let mean = r.iter().sum::<f64>() / r.len() as f64;
-    (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt() / mean
-}
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -74,13 +62,17 @@ fn main() {
     let mut biased = head.clone();
     biased.data.zip_mut_with(&truth.data, |v, f| *v *= f);
     let ones = Volume::new(truth.data.mapv(|_| 1.0), truth.affine);
-    println!("n4 bench: Colin27 {:?} at 1 mm, true field cv {:.4} in the brain", n, cv(&truth, &ones, &mask));
+    println!(
+        "n4 bench: Colin27 {:?} at 1 mm, true field cv {:.4} in the brain",
+        n,
+        field_ratio_cv(&truth, &ones, &mask)
+    );
 
     let opts = N4Options { iterations: vec![50, 50, 50], shrink: 4, ..N4Options::default() };
     let start = Instant::now();
     let r = n4(&biased, Some(&mask), &opts, &Limits::default(), &|_, _, _| {}).expect("n4");
     let ours = start.elapsed().as_secs_f64();
-    let ours_cv = cv(&r.field, &truth, &mask);
+    let ours_cv = field_ratio_cv(&r.field, &truth, &mask);
     let iters: Vec<u32> = r.levels.iter().map(|l| l.iterations).collect();
     println!("ldae n4   3 levels: {ours:.2} s, residual cv {ours_cv:.4} (iterations {iters:?})");
 

@@ -3,7 +3,8 @@
 //! map moved with it, must be registered back: mean displacement error over the brain ≤ 1 mm and the Dice of the
 //! warped-back labels ≥ 0.9 (the bounds; the measured values are printed and noted next to each bound).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Instant;
 
 use ldae::limits::Limits;
@@ -15,12 +16,7 @@ use ldae::preprocess::template::Template;
 use ldae::volume::{Affine, Volume};
 
 fn template() -> Template {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/templates");
-    Template::load(
-        &dir.join("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-        &dir.join("mni152_brain_mask_nilearn_res1.nii.gz"),
-    )
-    .unwrap()
+    common::shipped_template()
 }
 
 /// xorshift64* normal-ish samples (sum of 4 uniforms, centred).

@@ -19,12 +19,7 @@ mod common;
 
 /// The shipped default template (weights/templates).
 fn template() -> Template {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/templates");
-    Template::load(
-        &dir.join("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-        &dir.join("mni152_brain_mask_nilearn_res1.nii.gz"),
-    )
-    .unwrap()
+    common::shipped_template()
 }
 
 fn rot(ax: f64, ay: f64, az: f64) -> [[f64; 3]; 3] {

@@ -253,6 +253,21 @@ fn ratio_cv(update: &Array3<f64>, weight: &Array3<f64>) -> f64 {
     var.sqrt() / mean
 }
 
+/// Coefficient of variation of `a / b` inside `mask` (> 0.5): how far an estimated bias field is from the true one
+/// up to a constant (0 = exact). NaN when the mask is empty.
+pub fn field_ratio_cv(a: &Volume, b: &Volume, mask: &Volume) -> f64 {
+    let r: Vec<f64> = a
+        .data
+        .iter()
+        .zip(b.data.iter())
+        .zip(mask.data.iter())
+        .filter(|(_, m)| **m > 0.5)
+        .map(|((x, y), _)| f64::from(*x) / f64::from(*y))
+        .collect();
+    let mean = r.iter().sum::<f64>() / r.len() as f64;
+    (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt() / mean
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,21 +53,12 @@ impl Transform {
     /// against a known transform. NaN when the sample holds no voxel, so a check on it fails rather than passes.
     pub fn displacement_over(&self, other: &Transform, mask: &Volume, stride: usize) -> (f64, f64) {
         let stride = stride.max(1);
-        let (mut sum, mut max, mut n) = (0.0, 0.0f64, 0usize);
-        for ((i, j, k), v) in mask.data.indexed_iter() {
-            if *v > 0.5 && (i + j + k) % stride == 0 {
+        mean_max_distance(mask.data.indexed_iter().filter(|((i, j, k), v)| **v > 0.5 && (i + j + k) % stride == 0).map(
+            |((i, j, k), _)| {
                 let p = mask.affine.apply([i as f64, j as f64, k as f64]);
-                let (x, y) = (self.apply(p), other.apply(p));
-                let d = ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2) + (x[2] - y[2]).powi(2)).sqrt();
-                sum += d;
-                max = max.max(d);
-                n += 1;
-            }
-        }
-        if n == 0 {
-            return (f64::NAN, f64::NAN);
-        }
-        (sum / n as f64, max)
+                (self.apply(p), other.apply(p))
+            },
+        ))
     }
 
     /// The identity from `from` to `to`.
@@ -236,6 +227,21 @@ fn matrix_from_itk(p: &[f64], c: [f64; 3]) -> Affine {
         m.0[r][3] = p[9 + r] + c[r] - (0..3).map(|k| p[r * 3 + k] * c[k]).sum::<f64>();
     }
     m
+}
+
+/// Mean and maximum Euclidean distance over pairs of points; (NaN, NaN) when there are none.
+pub fn mean_max_distance(pairs: impl Iterator<Item = ([f64; 3], [f64; 3])>) -> (f64, f64) {
+    let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
+    for (a, b) in pairs {
+        let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
+        sum += d;
+        max = max.max(d);
+        n += 1;
+    }
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    (sum / n as f64, max)
 }
 
 #[cfg(test)]

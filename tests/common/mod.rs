@@ -15,6 +15,16 @@ pub use measure::*;
 #[allow(unused_imports)]
 pub use require::*;
 
+/// The shipped default template (weights/templates): MNI ICBM152 2009a and its brain mask.
+pub fn shipped_template() -> ldae::preprocess::template::Template {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/templates");
+    ldae::preprocess::template::Template::load(
+        &dir.join("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+        &dir.join("mni152_brain_mask_nilearn_res1.nii.gz"),
+    )
+    .expect("the shipped template (weights/templates) loads")
+}
+
 /// Small data shipped with the crate.
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dicom")

@@ -183,21 +183,12 @@ impl Field {
     /// Mean and maximum of `|u_self(x) − u_other(x)|` over this grid's voxels where `mask` (same grid) > 0.5.
     pub fn difference_over(&self, other: &Field, mask: &Volume) -> (f64, f64) {
         let s = other.sampler();
-        let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
-        for ((i, j, k), m) in mask.data.indexed_iter() {
-            if *m > 0.5 && [i, j, k].iter().zip(self.grid.shape).all(|(a, b)| *a < b) {
-                let a = self.at_voxel(i, j, k);
-                let b = s.at(self.world(i, j, k));
-                let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
-                sum += d;
-                max = max.max(d);
-                n += 1;
-            }
-        }
-        if n == 0 {
-            return (f64::NAN, f64::NAN);
-        }
-        (sum / n as f64, max)
+        crate::preprocess::transform::mean_max_distance(
+            mask.data
+                .indexed_iter()
+                .filter(|((i, j, k), m)| **m > 0.5 && [*i, *j, *k].iter().zip(self.grid.shape).all(|(a, b)| *a < b))
+                .map(|((i, j, k), _)| (self.at_voxel(i, j, k), s.at(self.world(i, j, k)))),
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! Several `ldae serve` processes on one store (issue 18): one `--role intake` and three `--role worker`s share
-//! one state folder (SQLite in WAL mode). While the series go through, one worker is killed with SIGKILL while it
+//! one state folder and one database — SQLite in WAL mode, and a real PostgreSQL server on 127.0.0.1
+//! (tests/common/postgres.rs) through `[store] url`. While the series go through, one worker is killed with SIGKILL while it
 //! holds a job (a live worker releases that job at once: the dead process's owner lock is free), and another is
 //! paused with SIGSTOP past its lease while it holds a job, then resumed (its lease expired meanwhile, another
 //! worker ran the job: the paused one must record nothing). At the end every instance is stored once, every
@@ -11,6 +12,7 @@
 //! encoding in a debug build take seconds per series and are covered by `daemon_crash`; the queue's rules do not
 //! depend on the stage.
 
+mod common;
 mod daemon_util;
 
 use std::os::unix::fs::PermissionsExt;
@@ -24,33 +26,73 @@ const SERIES: u32 = 24;
 const SLICES: usize = 8;
 const LEASE_SECS: f64 = 2.0;
 
-/// Where the shared store is: the one place a PostgreSQL URL would be plugged in instead.
-fn store_location(env: &Env) -> PathBuf {
-    env.path("state/ldae.sqlite")
+/// The database every process shares.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres { url: String, _server: common::postgres::Postgres },
 }
 
-fn db(env: &Env) -> rusqlite::Connection {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    let c = rusqlite::Connection::open_with_flags(store_location(env), flags).expect("open the store");
-    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
-    c
-}
+impl Db {
+    /// `[store]` TOML for the config (empty for the SQLite default under `paths.state`).
+    fn toml(&self) -> String {
+        match self {
+            Db::Sqlite(_) => String::new(),
+            Db::Postgres { url, .. } => format!("\n[store]\nurl = \"{url}\"\n"),
+        }
+    }
 
-fn count(env: &Env, sql: &str) -> i64 {
-    db(env).query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+    /// The one number `sql` selects (-1 when the query fails: the database may not exist yet).
+    fn count(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(path) => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+                let Ok(c) = rusqlite::Connection::open_with_flags(path, flags) else { return -1 };
+                let _ = c.busy_timeout(Duration::from_secs(10));
+                c.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+            }
+            Db::Postgres { url, .. } => {
+                let Ok(mut c) = postgres::Client::connect(url, postgres::NoTls) else { return -1 };
+                c.query_one(sql, &[]).ok().and_then(|r| r.try_get::<_, i64>(0).ok()).unwrap_or(-1)
+            }
+        }
+    }
+
+    /// Rows of (text, count) that `sql` selects.
+    fn text_counts(&self, sql: &str) -> Vec<(String, i64)> {
+        match self {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .expect("open the store");
+                let mut st = c.prepare(sql).expect("prepare");
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
+                rows.map(|r| r.expect("row")).collect()
+            }
+            Db::Postgres { url, .. } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                c.query(sql, &[]).expect("query").iter().map(|r| (r.get(0), r.get(1))).collect()
+            }
+        }
+    }
+
+    /// The expression for a JSON text column's `owner` field.
+    fn owner_of(&self, column: &str) -> String {
+        match self {
+            Db::Sqlite(_) => format!("json_extract({column}, '$.owner')"),
+            Db::Postgres { .. } => format!("({column}::json ->> 'owner')"),
+        }
+    }
 }
 
 /// Running jobs held by the worker process `pid` (its owner token is `<host>-<pid>-<random>`).
-fn held_by(env: &Env, pid: u32) -> i64 {
-    let sql = format!("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND owner LIKE '%-{pid}-%'");
-    db(env).query_row(&sql, [], |r| r.get(0)).unwrap_or(0)
+fn held_by(db: &Db, pid: u32) -> i64 {
+    db.count(&format!("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND owner LIKE '%-{pid}-%'")).max(0)
 }
 
 /// Wait until worker `child` holds a running job; None if it never does within `secs`.
-fn wait_holding(env: &Env, child: &Child, secs: f64) -> Option<()> {
+fn wait_holding(db: &Db, child: &Child, secs: f64) -> Option<()> {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
-        if held_by(env, child.id()) > 0 {
+        if held_by(db, child.id()) > 0 {
             return Some(());
         }
         std::thread::sleep(Duration::from_millis(30));
@@ -60,17 +102,29 @@ fn wait_holding(env: &Env, child: &Child, secs: f64) -> Option<()> {
 
 #[test]
 fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
+    one_intake_three_workers(|env| Db::Sqlite(env.path("state/ldae.sqlite")));
+}
+
+#[test]
+fn one_intake_three_workers_on_postgresql() {
+    let Some(server) = common::postgres::Postgres::start() else { return };
+    let url = server.fresh_database();
+    one_intake_three_workers(move |_| Db::Postgres { url, _server: server });
+}
+
+/// The crash test on the database `db` makes for the test's folders.
+fn one_intake_three_workers(db: impl FnOnce(&Env) -> Db) {
     let t0 = Instant::now();
     let hook_dir = tempfile::tempdir().expect("tempdir");
     let hook = hook_dir.path().join("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\nsleep 1\ncat >> {}/events.jsonl\n", hook_dir.path().display()))
         .expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let env = Env::new(
-        1.0,
-        0.3,
-        &format!("lease_secs = {LEASE_SECS}\n[hooks]\ncommands = [\"{}\"]\ntimeout_secs = 10.0\n", hook.display()),
-    );
+    let extra =
+        format!("lease_secs = {LEASE_SECS}\n[hooks]\ncommands = [\"{}\"]\ntimeout_secs = 10.0\n", hook.display());
+    let mut env = Env::new(1.0, 0.3, &extra);
+    let db = db(&env);
+    env.set_extra(&format!("{extra}{}", db.toml()));
     let intake = env.start_args(0, &[], &["--role", "intake"]);
     let mut workers: Vec<Child> = vec![
         env.start_args(1, &[], &["--role", "worker"]),
@@ -90,7 +144,7 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
     }
 
     // SIGKILL worker 1 while it holds a job.
-    assert!(wait_holding(&env, &workers[0], 60.0).is_some(), "worker 1 never ran a job\n{}", env.logs());
+    assert!(wait_holding(&db, &workers[0], 60.0).is_some(), "worker 1 never ran a job\n{}", env.logs());
     let killed_pid = workers[0].id();
     workers[0].kill().expect("SIGKILL");
     let _ = workers[0].wait();
@@ -99,25 +153,25 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
     // SIGSTOP worker 2 while it holds a job, past its lease; SIGCONT.
     let mut paused = false;
     for _ in 0..50 {
-        if wait_holding(&env, &workers[1], 30.0).is_none() {
+        if wait_holding(&db, &workers[1], 30.0).is_none() {
             break;
         }
         signal(&workers[1], libc::SIGSTOP);
-        if held_by(&env, workers[1].id()) > 0 {
+        if held_by(&db, workers[1].id()) > 0 {
             paused = true;
             break;
         }
         signal(&workers[1], libc::SIGCONT); // it finished the job just before the stop: try again
     }
     assert!(paused, "worker 2 never held a job to be paused with\n{}", env.logs());
-    let taken_over = wait_for(LEASE_SECS * 2.0 + 20.0, || (held_by(&env, workers[1].id()) == 0).then_some(()));
+    let taken_over = wait_for(LEASE_SECS * 2.0 + 20.0, || (held_by(&db, workers[1].id()) == 0).then_some(()));
     assert!(taken_over.is_some(), "the paused worker's lease never expired\n{}", env.logs());
     std::thread::sleep(Duration::from_secs_f64(1.0));
     signal(&workers[1], libc::SIGCONT);
 
     let finished = wait_for(90.0, || {
-        let series = count(&env, "SELECT COUNT(*) FROM series WHERE finished_at IS NOT NULL");
-        let open = count(&env, "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')");
+        let series = db.count("SELECT COUNT(*) FROM series WHERE finished_at IS NOT NULL");
+        let open = db.count("SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')");
         (series == i64::from(SERIES) && open == 0).then_some(())
     });
     assert!(finished.is_some(), "not every series finished; jobs:\n{}\n{}", env.ldae(&["jobs", "list"]).1, env.logs());
@@ -128,19 +182,14 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
     assert!(paused_log.contains("lease lost"), "the paused worker did not see its lease lost\n{}", env.logs());
 
     let n = i64::from(SERIES);
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM instances"), n * SLICES as i64, "every instance stored once");
-    assert_eq!(count(&env, "SELECT COUNT(DISTINCT sop_uid) FROM instances"), n * SLICES as i64);
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM series"), n);
+    assert_eq!(db.count("SELECT COUNT(*) FROM instances"), n * SLICES as i64, "every instance stored once");
+    assert_eq!(db.count("SELECT COUNT(DISTINCT sop_uid) FROM instances"), n * SLICES as i64);
+    assert_eq!(db.count("SELECT COUNT(*) FROM series"), n);
     // 8 slices is below [select]'s minimum: each series is converted, recorded as skipped, and finished.
-    let states: Vec<(String, i64)> = {
-        let c = db(&env);
-        let mut st = c.prepare("SELECT state, COUNT(*) FROM series GROUP BY state").expect("prepare");
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
-        rows.map(|r| r.expect("row")).collect()
-    };
+    let states = db.text_counts("SELECT state, COUNT(*) FROM series GROUP BY state");
     assert_eq!(states, [("skipped".to_string(), n)], "every series finished once, the same way");
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM audit_events WHERE kind = 'series_ready'"), n, "ready once each");
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM volumes"), n, "one volume per series");
+    assert_eq!(db.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'series_ready'"), n, "ready once each");
+    assert_eq!(db.count("SELECT COUNT(*) FROM volumes"), n, "one volume per series");
     // Writes go to a hidden temporary name, renamed into place: only the SIGKILLed worker may leave one behind.
     let (temps, on_disk): (Vec<PathBuf>, Vec<PathBuf>) = files_under(&env.path("outputs"))
         .into_iter()
@@ -153,17 +202,17 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
         "temporary files left by a live worker: {temps:?}"
     );
     // Every job done — by exactly one owner, one `job_done` event — or dead with its reason.
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('done', 'dead')"), 0);
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND last_error IS NULL"), 0);
-    let done = count(&env, "SELECT COUNT(*) FROM jobs WHERE state = 'done'");
+    assert_eq!(db.count("SELECT COUNT(*) FROM jobs WHERE state NOT IN ('done', 'dead')"), 0);
+    assert_eq!(db.count("SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND last_error IS NULL"), 0);
+    let done = db.count("SELECT COUNT(*) FROM jobs WHERE state = 'done'");
     assert!(done >= n * 3, "convert, archive and a hook per series: {done}");
     let once = "SELECT COUNT(*) FROM (SELECT subject FROM audit_events WHERE kind = 'job_done' \
-                GROUP BY subject HAVING COUNT(*) = 1)";
-    assert_eq!(count(&env, once), done, "every done job recorded by exactly one owner");
-    assert_eq!(count(&env, "SELECT COUNT(*) FROM audit_events WHERE kind = 'job_done'"), done);
-    let owners = "SELECT COUNT(DISTINCT json_extract(detail, '$.owner')) FROM audit_events WHERE kind = 'job_done'";
-    assert!(count(&env, owners) >= 2, "the work was shared between workers");
-    let lost = count(&env, "SELECT COUNT(*) FROM audit_events WHERE kind = 'job_lease_lost'");
+                GROUP BY subject HAVING COUNT(*) = 1) AS once_done";
+    assert_eq!(db.count(once), done, "every done job recorded by exactly one owner");
+    assert_eq!(db.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'job_done'"), done);
+    let owners = format!("SELECT COUNT(DISTINCT {}) FROM audit_events WHERE kind = 'job_done'", db.owner_of("detail"));
+    assert!(db.count(&owners) >= 2, "the work was shared between workers");
+    let lost = db.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'job_lease_lost'");
     assert!(lost >= 2, "the killed and the paused worker's jobs were requeued: {lost}");
 
     for (i, mut w) in workers.into_iter().enumerate().skip(1) {
@@ -171,6 +220,9 @@ fn one_intake_three_workers_one_killed_one_paused_every_job_recorded_once() {
     }
     let mut intake = intake;
     assert_eq!(terminate(&mut intake, 30.0), Some(0), "intake\n{}", env.logs());
+    if matches!(db, Db::Postgres { .. }) {
+        assert!(!env.path("state/ldae.sqlite").exists(), "with [store] url set, no process opened SQLite");
+    }
     println!("total {:.1} s", t0.elapsed().as_secs_f64());
 }
 

@@ -32,7 +32,7 @@ if ! "${ANTS_VENV}/bin/python" -c "import ants, nibabel, numpy" 2>/dev/null; the
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     python3 -m venv "${ANTS_VENV}"
   }
-  "${ANTS_VENV}/bin/python" -m pip install --quiet antspyx nibabel numpy
+  "${ANTS_VENV}/bin/python" -m pip install --quiet antspyx==0.6.3 nibabel numpy
 fi
 export LDAE_ANTS_PYTHON="${LDAE_ANTS_PYTHON:-${ANTS_VENV}/bin/python}"
 

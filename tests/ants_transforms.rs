@@ -2,7 +2,9 @@
 //! (`warp.nii.gz`) written by ldae, applied by antspyx's `apply_transforms` to a real image (Colin27 with skull)
 //! onto a real reference grid (the MNI template at 3 mm), equal what `ldae apply-transform` makes of the same
 //! files (linear and nearest). The python with antspyx is `$LDAE_ANTS_PYTHON`, else
-//! `~/.cache/ldae-ants-venv/bin/python` (scripts/test.sh makes it), else `python3`.
+//! `~/.cache/ldae-ants-venv/bin/python` (scripts/test.sh makes it), else `python3`. Without antspyx or Colin27
+//! the test returns early through `common::python_modules_in` / `common::shared_data`, which call
+//! `common::require`: that fails it under LDAE_REQUIRE_ALL=1 (CI) and skips loudly otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +53,7 @@ fn ldae_apply(input: &Path, reference: &Path, transforms: &[&Path], interp: &str
 #[test]
 fn antspyx_applies_our_affine_and_warp_like_we_do() {
     let python = ants_python();
+    // Each check calls common::require when it fails (a test failure under LDAE_REQUIRE_ALL=1).
     if !common::python_modules_in(&python, &["ants"]) {
         return;
     }

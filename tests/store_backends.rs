@@ -470,3 +470,50 @@ fn contract_on_postgresql() {
         .to_string();
     assert!(e.contains("missing_db") && !e.contains("secret"), "{e}");
 }
+
+/// A process stopped inside a transaction (SIGSTOP, a hung host) holds its row locks. The other workers must
+/// not wait on them without bound (their own leases would run out behind the wait): a lock wait fails after the
+/// session's lock limit, the stopped session is ended by the server after its idle-in-transaction limit (its
+/// transaction rolled back, its locks gone), and the stopped process, once it runs again, is told its
+/// transaction was lost and reconnects on its next statement.
+#[test]
+fn a_session_stopped_inside_a_transaction_is_ended_and_the_next_statement_reconnects() {
+    use ldae::store::sql::postgres::{PgConn, SessionLimits};
+    use ldae::store::sql::{Conn, Exec};
+    let Some(pg) = common::postgres::Postgres::start() else { return };
+    let url = pg.fresh_database();
+    let limits = SessionLimits::for_lease(2.0);
+    assert_eq!(limits, SessionLimits { lock_ms: 500, idle_in_transaction_ms: 2000 });
+    let connect = || {
+        let mut c = Conn::Postgres(Box::new(PgConn::connect(&url).unwrap().into()));
+        c.set_limits(limits).unwrap();
+        c
+    };
+    let (mut stopped, other) = (connect(), connect());
+    other
+        .batch("CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT); INSERT INTO leases VALUES (1, 'a')")
+        .unwrap();
+
+    let tx = stopped.begin().unwrap();
+    assert_eq!(tx.execute("UPDATE leases SET owner = 'stopped' WHERE id = 1", &[]).unwrap(), 1);
+    // … and the process stops here, holding the row lock.
+    let t = std::time::Instant::now();
+    let e = other.execute("UPDATE leases SET owner = 'other' WHERE id = 1", &[]).expect_err("the row is locked");
+    let waited = t.elapsed().as_secs_f64();
+    assert!(e.to_string().contains("lock timeout"), "{e}");
+    assert!((0.45..1.5).contains(&waited), "a lock wait ends after the 0.5 s limit: {waited:.2} s");
+    assert!(!e.connection_lost(), "a lock timeout leaves the waiting session alive");
+
+    std::thread::sleep(std::time::Duration::from_secs_f64(2.6));
+    // The server ended the stopped session: the lock is gone, the other worker's update goes through …
+    assert_eq!(other.execute("UPDATE leases SET owner = 'other' WHERE id = 1", &[]).unwrap(), 1);
+    // … and the stopped process, running again, learns that its transaction is lost.
+    let e = tx.execute("UPDATE leases SET owner = 'stopped-again' WHERE id = 1", &[]).expect_err("session ended");
+    assert!(e.connection_lost(), "{e}");
+    drop(tx);
+    // Its next statement outside a transaction reconnects (with the same limits) and sees the other's write.
+    let owner: Option<String> = stopped.query_value("SELECT owner FROM leases WHERE id = 1", &[]).unwrap();
+    assert_eq!(owner.as_deref(), Some("other"));
+    let lock: Option<String> = stopped.query_value("SHOW lock_timeout", &[]).unwrap();
+    assert_eq!(lock.as_deref(), Some("500ms"), "the limits survive the reconnect");
+}

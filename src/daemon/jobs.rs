@@ -73,7 +73,15 @@ pub fn record(store: &Store, cfg: &Config, job: &Job, result: Outcome, started: 
     let recorded = match result {
         Ok(c) => {
             tracing::info!(job = job.id, kind = %job.kind, series, secs = started.elapsed().as_secs_f64(), "job done");
-            store.complete(job, &c)
+            match store.complete(job, &c) {
+                // The connection went under the call (and its transaction with it): once more on a new one —
+                // safe, the completion is conditional on the claim still being held.
+                Err(e) if e.connection_lost() => {
+                    tracing::warn!(job = job.id, error = %e, "database connection lost while recording: retrying");
+                    store.complete(job, &c)
+                }
+                r => r,
+            }
         }
         Err(StageError::Retry(e)) if job.attempts < cfg.jobs.max_attempts as i64 => {
             let delay = backoff(&cfg.jobs, job.attempts);

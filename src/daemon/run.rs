@@ -122,6 +122,7 @@ async fn main_loop(config_path: PathBuf, cfg: Config, cpu: usize, opts: ServeOpt
     let role = opts.role;
     let _lock = if role.intake() { Some(lock_state(&cfg.paths.state)?) } else { None };
     let store = Arc::new(Store::open_at(&crate::store::Location::of(&cfg))?);
+    store.limit_sessions_for_lease(cfg.jobs.lease_secs)?;
     let owner = if role.worker() {
         let owner = Arc::new(super::owner::Owner::register(&cfg.paths.state, cfg.jobs.lease_secs)?);
         let (requeued, crash_looped) = owner.upkeep(&store, &cfg.paths.state, cfg.jobs.max_crashes);

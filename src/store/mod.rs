@@ -84,6 +84,17 @@ pub enum StoreError {
     Conflict(String),
 }
 
+impl StoreError {
+    /// Whether the database connection was lost under the call, so that calling again (on a new connection)
+    /// may succeed.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            StoreError::Sql(e) | StoreError::Open { source: e, .. } => e.connection_lost(),
+            _ => false,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Sql(e.into())
@@ -205,6 +216,12 @@ impl Store {
         // A panic while holding the lock cannot leave a half transaction behind (a dropped transaction rolls
         // back), so a poisoned mutex is still a usable connection.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply the database session limits for a worker holding `lease_secs` leases
+    /// ([`sql::postgres::SessionLimits::for_lease`]); nothing to do on SQLite.
+    pub fn limit_sessions_for_lease(&self, lease_secs: f64) -> Result<(), StoreError> {
+        Ok(self.lock().set_limits(sql::postgres::SessionLimits::for_lease(lease_secs))?)
     }
 
     /// Schema version (number of applied migrations of this backend's history).

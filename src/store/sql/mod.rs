@@ -102,6 +102,7 @@ impl Conn {
                 Ok(Tx(TxInner::Sqlite(Some(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?))))
             }
             Conn::Postgres(pg) => {
+                pg.borrow_mut().revive()?;
                 pg.borrow_mut().batch("BEGIN")?;
                 Ok(Tx(TxInner::Postgres { pg, open: true }))
             }
@@ -134,6 +135,32 @@ impl Conn {
     }
 }
 
+impl SqlError {
+    /// Whether the connection is gone (PostgreSQL: the server or the network closed it), so that the same
+    /// call on a fresh connection may succeed. SQLite connections do not get lost.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            SqlError::Postgres(e) => postgres::connection_lost(e),
+            SqlError::Closed => true,
+            _ => false,
+        }
+    }
+}
+
+impl Conn {
+    /// Apply a worker's [`postgres::SessionLimits`] (PostgreSQL; SQLite waits on its busy timeout instead).
+    pub fn set_limits(&mut self, limits: postgres::SessionLimits) -> Result<(), SqlError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Postgres(pg) => {
+                let pg = pg.get_mut();
+                pg.revive()?;
+                pg.set_limits(limits)
+            }
+        }
+    }
+}
+
 impl Exec for Conn {
     fn backend(&self) -> Backend {
         match self {
@@ -144,19 +171,31 @@ impl Exec for Conn {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize, SqlError> {
         match self {
             Conn::Sqlite(c) => sqlite::execute(c, sql, params),
-            Conn::Postgres(pg) => pg.borrow_mut().execute(sql, params),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.revive()?;
+                pg.execute(sql, params)
+            }
         }
     }
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
         match self {
             Conn::Sqlite(c) => sqlite::query(c, sql, params),
-            Conn::Postgres(pg) => pg.borrow_mut().query(sql, params),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.revive()?;
+                pg.query(sql, params)
+            }
         }
     }
     fn batch(&self, sql: &str) -> Result<(), SqlError> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(pg) => pg.borrow_mut().batch(sql),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.revive()?;
+                pg.batch(sql)
+            }
         }
     }
 }

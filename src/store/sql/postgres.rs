@@ -16,11 +16,52 @@ use postgres::{Client, NoTls, Statement};
 
 use super::{Row, SqlError, Value};
 
-/// A PostgreSQL connection with its statement cache.
+/// A PostgreSQL connection with its statement cache. A connection the server closed (restart, network, or a
+/// session it ended: see [`SessionLimits`]) is opened again by [`PgConn::revive`] before the next statement
+/// outside a transaction; a transaction it was in is lost (rolled back by the server), and says so.
 pub struct PgConn {
+    url: String,
     /// Always `Some` until dropped (taken out by `Drop`, to be closed off the runtime).
     client: Option<Client>,
     cache: HashMap<String, Statement>,
+    limits: SessionLimits,
+}
+
+/// How long a session may wait for a row lock, and sit idle inside a transaction, before the server gives up.
+///
+/// Store transactions run SQL only (no file work inside), so a session idle in a transaction for long is a
+/// process that stopped (SIGSTOP, swapped out, hung) while holding row locks — and every other worker's lease
+/// upkeep would wait on those locks, their own leases running out behind it. The server ends such a session
+/// (its transaction rolls back, its locks go) and a waiting statement fails after `lock_ms` instead of
+/// blocking its connection, and everything queued behind that connection, without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub lock_ms: u64,
+    pub idle_in_transaction_ms: u64,
+}
+
+impl Default for SessionLimits {
+    /// For operator commands and a store opened without a lease in mind.
+    fn default() -> Self {
+        SessionLimits { lock_ms: 5_000, idle_in_transaction_ms: 60_000 }
+    }
+}
+
+impl SessionLimits {
+    /// For a worker holding `lease_secs` leases: a lock wait of at most a quarter lease (so the heartbeat
+    /// behind it still renews in time), and a session idle in a transaction for a whole lease is ended — by
+    /// then its jobs are another worker's anyway.
+    pub fn for_lease(lease_secs: f64) -> SessionLimits {
+        let ms = (lease_secs.max(0.0) * 1000.0) as u64;
+        SessionLimits { lock_ms: (ms / 4).clamp(200, 5_000), idle_in_transaction_ms: ms.max(1_000) }
+    }
+
+    fn sql(&self) -> String {
+        format!(
+            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            self.lock_ms, self.idle_in_transaction_ms
+        )
+    }
 }
 
 /// Run `f` where the sync client may block: on this thread, or on a scoped helper thread when this thread is
@@ -38,12 +79,34 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 impl PgConn {
     /// Connect to `url` (`postgresql://user@host:port/db`), without TLS (a server on the local network).
     pub fn connect(url: &str) -> Result<PgConn, SqlError> {
-        let client = off_runtime(|| Client::connect(url, NoTls))?;
-        Ok(PgConn { client: Some(client), cache: HashMap::new() })
+        let limits = SessionLimits::default();
+        let client = open(url, &limits)?;
+        Ok(PgConn { url: url.to_string(), client: Some(client), cache: HashMap::new(), limits })
     }
 
     fn client(&mut self) -> Result<&mut Client, SqlError> {
         self.client.as_mut().ok_or(SqlError::Closed)
+    }
+
+    /// Apply `limits` to this session (and to every session [`PgConn::revive`] opens later).
+    pub fn set_limits(&mut self, limits: SessionLimits) -> Result<(), SqlError> {
+        self.limits = limits;
+        self.batch(&limits.sql())
+    }
+
+    /// Open the connection again if the server closed it. Called before a statement outside a transaction
+    /// only: inside one, the error must reach the transaction's owner (its work was rolled back).
+    pub fn revive(&mut self) -> Result<(), SqlError> {
+        if !self.client.as_ref().is_some_and(Client::is_closed) {
+            return Ok(());
+        }
+        let client = open(&self.url, &self.limits)?;
+        if let Some(old) = self.client.replace(client) {
+            off_runtime(move || drop(old));
+        }
+        self.cache.clear();
+        tracing::warn!("the PostgreSQL connection was closed by the server: connected again");
+        Ok(())
     }
 
     /// Run `sql` (one or more statements, no parameters) as it is.
@@ -94,6 +157,30 @@ impl Drop for PgConn {
             off_runtime(move || drop(client));
         }
     }
+}
+
+/// Connect and apply the session limits.
+fn open(url: &str, limits: &SessionLimits) -> Result<Client, SqlError> {
+    off_runtime(|| {
+        let mut client = Client::connect(url, NoTls)?;
+        client.batch_execute(&limits.sql())?;
+        Ok(client)
+    })
+}
+
+/// Whether `e` means the session is gone (closed by the server or the network), as opposed to a statement
+/// that failed on a live session.
+pub fn connection_lost(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    e.code().is_some_and(|c| {
+        *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+            || *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || c.code().starts_with("08")
+    })
 }
 
 /// Rewrite `?N` placeholders to `$N`, leaving string literals (`'…'`) and quoted identifiers (`"…"`) alone. A

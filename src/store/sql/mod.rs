@@ -102,8 +102,7 @@ impl Conn {
                 Ok(Tx(TxInner::Sqlite(Some(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?))))
             }
             Conn::Postgres(pg) => {
-                pg.borrow_mut().revive()?;
-                pg.borrow_mut().batch("BEGIN")?;
+                live(pg)?.batch("BEGIN")?;
                 Ok(Tx(TxInner::Postgres { pg, open: true }))
             }
         }
@@ -161,6 +160,14 @@ impl Conn {
     }
 }
 
+/// The connection, opened again first if the server closed it (autocommit statements only: see
+/// [`postgres::PgConn::revive`]).
+fn live(pg: &RefCell<postgres::PgConn>) -> Result<std::cell::RefMut<'_, postgres::PgConn>, SqlError> {
+    let mut pg = pg.borrow_mut();
+    pg.revive()?;
+    Ok(pg)
+}
+
 impl Exec for Conn {
     fn backend(&self) -> Backend {
         match self {
@@ -171,31 +178,19 @@ impl Exec for Conn {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize, SqlError> {
         match self {
             Conn::Sqlite(c) => sqlite::execute(c, sql, params),
-            Conn::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                pg.revive()?;
-                pg.execute(sql, params)
-            }
+            Conn::Postgres(pg) => live(pg)?.execute(sql, params),
         }
     }
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
         match self {
             Conn::Sqlite(c) => sqlite::query(c, sql, params),
-            Conn::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                pg.revive()?;
-                pg.query(sql, params)
-            }
+            Conn::Postgres(pg) => live(pg)?.query(sql, params),
         }
     }
     fn batch(&self, sql: &str) -> Result<(), SqlError> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                pg.revive()?;
-                pg.batch(sql)
-            }
+            Conn::Postgres(pg) => live(pg)?.batch(sql),
         }
     }
 }

@@ -188,8 +188,13 @@ impl ConvNext {
     }
 }
 
-/// Non-overlapping conv (kernel = stride = `k`, no padding) plus bias.
+/// Non-overlapping conv (kernel = stride = `k`, no padding) plus bias (added here: candle's conv2d backward
+/// is wrong in some biased/padded cases). The input is first cropped to whole windows — the rows and columns
+/// past them are never read — because candle's conv2d backward sizes the input gradient from H's remainder
+/// alone and fails when W's differs (a 9×11 slice with k = 4).
 fn conv_bias(x: &Tensor, a: &Affine, k: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = if h % k != 0 || w % k != 0 { x.narrow(2, 0, h / k * k)?.narrow(3, 0, w / k * k)? } else { x.clone() };
     let y = x.conv2d(&a.w, 0, k, 1, 1)?;
     let c = a.b.dims1()?;
     y.broadcast_add(&a.b.reshape((1, c, 1, 1))?)

@@ -70,7 +70,8 @@ impl FdReport {
 }
 
 /// Relative error with a floor: `|a − n| / max(|a|, |n|, floor)`, the floor (a small fraction of the input's
-/// largest gradient) keeping near-zero entries from reporting pure rounding as a large error.
+/// largest gradient, and for f32 differences their rounding bound) keeping near-zero entries from reporting
+/// pure rounding as a large error.
 fn rel_err(a: f64, n: f64, floor: f64) -> f64 {
     (a - n).abs() / a.abs().max(n.abs()).max(floor).max(f64::MIN_POSITIVE)
 }
@@ -162,6 +163,16 @@ where
     let weights: Vec<f64> = (0..out.elem_count()).map(|_| rng.random_range(-1.0..1.0)).collect();
     let r = Tensor::from_vec(weights.iter().map(|&v| v as f32).collect::<Vec<_>>(), out.shape(), out.device())?;
     let grads = out.mul(&r)?.sum_all()?.backward()?;
+    // Σ|o·r|: an f32 evaluation of the loss is off by up to about ε·Σ|o·r|, so a difference quotient over a
+    // step Δ carries that much over Δ of pure rounding (the floor for entries whose true gradient is ~0).
+    let magnitude: f64 = out
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .iter()
+        .zip(&weights)
+        .map(|(o, w)| (o * w).abs())
+        .sum();
     let loss = || -> Result<f64> {
         let o = f()?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         Ok(o.iter().zip(&weights).map(|(a, b)| a * b).sum())
@@ -181,7 +192,7 @@ where
     for (pr, analytic) in probes.iter().zip(&analytics) {
         let var = &vars[pr.var];
         let own = max_abs(analytic);
-        let floor = 1e-3 * if own > 0.0 { own } else { global };
+        let scale_floor = 1e-3 * if own > 0.0 { own } else { global };
         // A deep copy: `set` writes into the var's storage in place.
         let original = var.as_tensor().copy()?;
         let values = original.flatten_all()?.to_vec1::<f32>()?;
@@ -195,6 +206,7 @@ where
         let (hi, lo) = ((x0 as f64 + step) as f32, (x0 as f64 - step) as f32);
         let numeric = (at(hi)? - at(lo)?) / (hi as f64 - lo as f64);
         var.set(&original)?;
+        let floor = scale_floor.max(f32::EPSILON as f64 * magnitude / (hi as f64 - lo as f64));
         let a = analytic[pr.index];
         report.entries.push(FdEntry {
             input: pr.var,

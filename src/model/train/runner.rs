@@ -161,9 +161,9 @@ impl Log {
 
 /// The networks of a step, built over the VarMaps in the forward dtype.
 enum Nets {
-    Aekl(AutoencoderKl),
-    Ddpm(ShiftUnet),
-    Repr(SemanticEncoder, ShiftUnet),
+    Aekl(Box<AutoencoderKl>),
+    Ddpm(Box<ShiftUnet>),
+    Repr(Box<SemanticEncoder>, Box<ShiftUnet>),
 }
 
 fn build_nets(stage: Stage, w: &Weights, dt: DType, dev: &Device) -> Result<Nets, TrainError> {
@@ -173,12 +173,12 @@ fn build_nets(stage: Stage, w: &Weights, dt: DType, dev: &Device) -> Result<Nets
         Stage::Aekl => {
             let f = WeightsFile::Autoencoder;
             let vb = var_builder(w.map(f)?, &frozen(f), dt, dev)?;
-            Nets::Aekl(AutoencoderKl::new(vb, &cfg.vae_args).ctx("building the AutoencoderKL")?)
+            Nets::Aekl(Box::new(AutoencoderKl::new(vb, &cfg.vae_args).ctx("building the AutoencoderKL")?))
         }
         Stage::Ddpm => {
             let f = WeightsFile::Decoder;
             let vb = var_builder(w.map(f)?, &frozen(f), dt, dev)?;
-            Nets::Ddpm(ShiftUnet::new(vb, &cfg.unet_args, cfg.latent_dim()).ctx("building the ShiftUNet")?)
+            Nets::Ddpm(Box::new(ShiftUnet::new(vb, &cfg.unet_args, cfg.latent_dim()).ctx("building the ShiftUNet")?))
         }
         Stage::Repr => {
             let (fe, fd) = (WeightsFile::Encoder, WeightsFile::Decoder);
@@ -186,7 +186,7 @@ fn build_nets(stage: Stage, w: &Weights, dt: DType, dev: &Device) -> Result<Nets
                 .ctx("building the semantic encoder")?;
             let unet = ShiftUnet::new(var_builder(w.map(fd)?, &frozen(fd), dt, dev)?, &cfg.unet_args, cfg.latent_dim())
                 .ctx("building the ShiftUNet")?;
-            Nets::Repr(enc, unet)
+            Nets::Repr(Box::new(enc), Box::new(unet))
         }
     })
 }

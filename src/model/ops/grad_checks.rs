@@ -229,7 +229,7 @@ mod tests {
     fn catches_a_wrong_gradient() {
         let x = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).expect("x");
         let f = |t: &[Tensor]| if t[0].dtype() == DType::F64 { t[0].affine(3.0, 0.0) } else { t[0].affine(2.0, 0.0) };
-        let rep = fd_check(&[x.clone()], &[0], f, FdOptions::f64()).expect("check");
+        let rep = fd_check(std::slice::from_ref(&x), &[0], f, FdOptions::f64()).expect("check");
         assert_eq!(rep.entries.len(), 3);
         assert!((rep.worst_rel() - 1.0 / 3.0).abs() < 1e-6, "{:?}", rep.worst());
         let ok = fd_check(&[x], &[0], |t: &[Tensor]| t[0].sqr(), FdOptions::f32()).expect("check");

@@ -22,6 +22,7 @@ pub mod serve;
 pub mod similar;
 pub mod synthetic;
 pub mod timeline;
+pub mod train;
 pub mod transforms;
 pub mod weights;
 
@@ -106,6 +107,8 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
+    /// Train an LDAE stage (aekl, ddpm, repr) on model inputs; `--config` names the training configuration.
+    Train(train::TrainArgs),
 }
 
 /// Set up logging to stderr.
@@ -143,6 +146,7 @@ pub fn format_error(e: &anyhow::Error) -> String {
 
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let train_config = cli.config.clone();
     let config = cli.config.clone().unwrap_or_else(crate::config::default_config_path);
     match cli.command {
         Command::Convert(a) => convert::run(a, &config),
@@ -171,5 +175,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Similar(a) => similar::similar(a, &config),
         Command::Export(a) => similar::export(a, &config),
         Command::Probe(c) => probe::run(c, &config),
+        Command::Train(a) => train::run(a, train_config.as_deref()),
     }
 }

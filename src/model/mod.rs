@@ -16,5 +16,6 @@ pub mod ops;
 pub mod pickle;
 pub mod semantic;
 pub mod tensor_volume;
+pub mod train;
 pub mod unet;
 pub mod weights;

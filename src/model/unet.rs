@@ -330,6 +330,25 @@ impl ShiftUnet {
         self.label_emb.forward(y_sem)
     }
 
+    /// The epsilon path alone (the plain UNet of SPEC §1b): the same numbers as `forward(..).0`, without the
+    /// shift branch or y_sem.
+    pub fn forward_eps(&self, z_t: &Tensor, t: &[f32]) -> Result<Tensor> {
+        let _e = self.span.enter();
+        let emb = self.time_emb(t, z_t.device())?.to_dtype(z_t.dtype())?;
+        let mut hs = Vec::with_capacity(self.input_blocks.len());
+        let mut h = z_t.clone();
+        for b in &self.input_blocks {
+            h = b.forward(&h, &emb, None)?;
+            hs.push(h.clone());
+        }
+        let mut e = self.middle_block.forward(&h, &emb, None)?;
+        for ob in &self.output_blocks {
+            let skip = hs.pop().ok_or_else(|| candle_core::Error::Msg("ShiftUNet: skip stack underflow".into()))?;
+            e = ob.forward(&Tensor::cat(&[&e, &skip], 1)?, &emb, None)?;
+        }
+        self.out_conv.forward(&self.out_norm.forward(&e)?.silu()?)
+    }
+
     /// `(eps, shift)` for `z_t [B,C,D,H,W]`, DDPM timesteps `t` (length B), `y_sem [B,E]`.
     pub fn forward(&self, z_t: &Tensor, t: &[f32], y_sem: &Tensor) -> Result<(Tensor, Tensor)> {
         let _e = self.span.enter();

@@ -35,6 +35,7 @@ mod series;
 pub mod sql;
 mod status;
 mod synthetic;
+mod training_inputs;
 
 pub use delivery::DeliveryRow;
 pub use intake::{patient_key, ArrivedFile, InstanceFacts, QuarantineRow, Recorded};

@@ -147,7 +147,7 @@ impl SemanticEncoder {
         let flat = after_pos_enc.reshape((b * z, e))?;
         // 4. soft attention pooling over slices
         let scores = self.soft.linear(&flat)?.reshape((b, z))?;
-        let soft_attn_weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let soft_attn_weights = crate::model::ops::softmax::softmax_last_dim(&scores)?;
         let soft_attn_mean = after_pos_enc.broadcast_mul(&soft_attn_weights.unsqueeze(2)?)?.sum(1)?;
         // 5. q/k/v projections
         let q = self.q_proj.linear(&soft_attn_mean)?.reshape((b, 1, e))?;
@@ -162,7 +162,7 @@ impl SemanticEncoder {
         let vh = split(self.in_v.linear(&v)?, z)?;
         let qh = (qh * (1.0 / (d as f64).sqrt()))?;
         let att = qh.matmul(&kh.transpose(2, 3)?.contiguous()?)?; // [B,H,1,Z]
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = crate::model::ops::softmax::softmax_last_dim(&att)?;
         let ctx = att.matmul(&vh)?.transpose(1, 2)?.contiguous()?.reshape((b, e))?;
         let mha_out = self.out_proj.linear(&ctx)?.reshape((b, 1, e))?;
         let mha_attn_weights = att.mean(1)?; // [B,1,Z]

@@ -155,7 +155,7 @@ impl AttentionBlock {
         let v = qkv.narrow(1, 2 * ch, ch)?;
         // w[t, s] = sum_c q[c,t] k[c,s]
         let w = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?;
-        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let w = crate::model::ops::softmax::softmax_last_dim(&w)?;
         // a[c, t] = sum_s v[c,s] w[t,s]
         let a = v.contiguous()?.matmul(&w.transpose(1, 2)?.contiguous()?)?;
         let a = a.reshape((b, c, t))?;

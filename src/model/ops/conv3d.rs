@@ -29,7 +29,7 @@ impl Conv3dParams {
         Conv3dParams { stride: [2; 3], pad_before: [0; 3], pad_after: [1; 3] }
     }
 
-    fn out_len(&self, axis: usize, n: usize, k: usize) -> Result<usize> {
+    pub(super) fn out_len(&self, axis: usize, n: usize, k: usize) -> Result<usize> {
         let padded = n + self.pad_before[axis] + self.pad_after[axis];
         if padded < k {
             candle_core::bail!("conv3d: axis {axis} of length {n} (padded {padded}) is shorter than the kernel {k}");
@@ -52,7 +52,8 @@ pub fn conv3d(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Result<Ten
         let x = x.contiguous()?;
         let w = w.contiguous()?;
         let b = b.contiguous()?;
-        x.apply_op3_no_bwd(&w, &b, &Conv3dCpu(p))
+        // Tracked operands get gradients through conv3d_grad; untracked ones record nothing (same speed).
+        x.apply_op3(&w, &b, Conv3dCpu(p))
     } else {
         conv3d_folded(x, w, b, p)
     }
@@ -98,11 +99,22 @@ pub fn conv3d_folded(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv3dParams) -> Res
 struct Conv3dCpu(Conv3dParams);
 
 /// Unfolded-column budget per tile (floats).
-const COL_BUDGET: usize = 1 << 20;
+pub(super) const COL_BUDGET: usize = 1 << 20;
 
 impl CustomOp3 for Conv3dCpu {
     fn name(&self) -> &'static str {
         "ldae-conv3d"
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::conv3d_grad::backward(x, w, b, grad, self.0)
     }
 
     fn cpu_fwd(
@@ -129,6 +141,7 @@ impl CustomOp3 for Conv3dCpu {
         let (n, ci, d, h, wd) = l1.shape().dims5()?;
         let (co, _, kd, kh, kw) = l2.shape().dims5()?;
         let (od, oh, ow) = (p.out_len(0, d, kd)?, p.out_len(1, h, kh)?, p.out_len(2, wd, kw)?);
+        let g = Geom { ci, d, h, w: wd, kd, kh, kw, ow };
         let kdim = ci * kd * kh * kw;
         let plane = oh * ow;
         let vol_out = od * plane;
@@ -148,51 +161,7 @@ impl CustomOp3 for Conv3dCpu {
             let ncols = rows * ow;
             col.resize(kdim * ncols, 0.0);
             let xb = &x[bi * ci * d * h * wd..(bi + 1) * ci * d * h * wd];
-            // Unfold: row index (c, a, bb, cc), column (oy - r0, ox).
-            let mut row = 0;
-            for c in 0..ci {
-                let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
-                for a in 0..kd {
-                    let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
-                    for bb in 0..kh {
-                        for cc in 0..kw {
-                            let dst = &mut col[row * ncols..(row + 1) * ncols];
-                            row += 1;
-                            if iz < 0 || iz >= d as isize {
-                                dst.fill(0.0);
-                                continue;
-                            }
-                            let xz = &xc[iz as usize * h * wd..(iz as usize + 1) * h * wd];
-                            for oy in 0..rows {
-                                let iy = ((r0 + oy) * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
-                                let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                                if iy < 0 || iy >= h as isize {
-                                    drow.fill(0.0);
-                                    continue;
-                                }
-                                let xr = &xz[iy as usize * wd..(iy as usize + 1) * wd];
-                                let off = cc as isize - p.pad_before[2] as isize;
-                                if p.stride[2] == 1 {
-                                    // Valid ox range: 0 <= ox + off < wd.
-                                    let lo = (-off).clamp(0, ow as isize) as usize;
-                                    let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
-                                    drow[..lo].fill(0.0);
-                                    if hi > lo {
-                                        let s = (lo as isize + off) as usize;
-                                        drow[lo..hi].copy_from_slice(&xr[s..s + hi - lo]);
-                                    }
-                                    drow[hi.max(lo)..].fill(0.0);
-                                } else {
-                                    for (ox, v) in drow.iter_mut().enumerate() {
-                                        let ix = (ox * p.stride[2]) as isize + off;
-                                        *v = if ix >= 0 && ix < wd as isize { xr[ix as usize] } else { 0.0 };
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            unfold_tile(xb, &g, &p, z, r0, rows, col);
             // out[bi, :, z, r0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
             let dst_off = bi * co * vol_out + z * plane + r0 * ow;
             // SAFETY: every job writes a disjoint set of output elements (its own (bi, z, rows) window of each
@@ -222,6 +191,72 @@ impl CustomOp3 for Conv3dCpu {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, co, od, oh, ow))))
+    }
+}
+
+/// Sizes one unfolding needs: input channels and spatial extent, kernel extent, output width.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geom {
+    pub ci: usize,
+    pub d: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kd: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub ow: usize,
+}
+
+/// Unfold the input window of output depth `z`, output rows `r0..r0 + rows`, of one sample `xb` [Ci,D,H,W]
+/// into `col` [Ci·kd·kh·kw, rows·ow]: row index (c, a, bb, cc), column (oy - r0, ox); zero where the window
+/// reads padding. Shared by the forward and the weight gradient.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn unfold_tile(xb: &[f32], g: &Geom, p: &Conv3dParams, z: usize, r0: usize, rows: usize, col: &mut [f32]) {
+    let Geom { ci, d, h, w: wd, kd, kh, kw, ow } = *g;
+    let ncols = rows * ow;
+    let mut row = 0;
+    for c in 0..ci {
+        let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
+        for a in 0..kd {
+            let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
+            for bb in 0..kh {
+                for cc in 0..kw {
+                    let dst = &mut col[row * ncols..(row + 1) * ncols];
+                    row += 1;
+                    if iz < 0 || iz >= d as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let xz = &xc[iz as usize * h * wd..(iz as usize + 1) * h * wd];
+                    for oy in 0..rows {
+                        let iy = ((r0 + oy) * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
+                        let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy >= h as isize {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let xr = &xz[iy as usize * wd..(iy as usize + 1) * wd];
+                        let off = cc as isize - p.pad_before[2] as isize;
+                        if p.stride[2] == 1 {
+                            // Valid ox range: 0 <= ox + off < wd.
+                            let lo = (-off).clamp(0, ow as isize) as usize;
+                            let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
+                            drow[..lo].fill(0.0);
+                            if hi > lo {
+                                let s = (lo as isize + off) as usize;
+                                drow[lo..hi].copy_from_slice(&xr[s..s + hi - lo]);
+                            }
+                            drow[hi.max(lo)..].fill(0.0);
+                        } else {
+                            for (ox, v) in drow.iter_mut().enumerate() {
+                                let ix = (ox * p.stride[2]) as isize + off;
+                                *v = if ix >= 0 && ix < wd as isize { xr[ix as usize] } else { 0.0 };
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -347,6 +382,15 @@ mod tests {
     #[test]
     fn end_padded_stride_two_matches_direct_sum() {
         check(Conv3dParams::down_end_pad(), 3, (1, 2, 6, 7, 8), 3);
+    }
+
+    /// Odd sizes with stride 2 and end / uneven padding: the H/W tails of both paths (the folded path is the
+    /// gradient checks' f64 reference).
+    #[test]
+    fn odd_sizes_and_uneven_padding_match_direct_sum() {
+        check(Conv3dParams::down_end_pad(), 3, (1, 2, 7, 7, 9), 3);
+        check(Conv3dParams { stride: [1, 2, 2], pad_before: [1, 0, 2], pad_after: [0, 1, 1] }, 3, (2, 2, 4, 6, 5), 3);
+        check(Conv3dParams { stride: [2; 3], pad_before: [1; 3], pad_after: [1; 3] }, 3, (1, 2, 5, 8, 7), 2);
     }
 
     #[test]

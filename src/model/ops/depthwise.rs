@@ -28,7 +28,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> R
         let x = x.contiguous()?;
         let w = w.to_dtype(DType::F32)?.contiguous()?;
         let b = b.to_dtype(DType::F32)?.contiguous()?;
-        x.apply_op3_no_bwd(&w, &b, &Depthwise { padding })
+        x.apply_op3(&w, &b, Depthwise { padding })
     } else {
         let y = x.conv2d(&w.to_dtype(x.dtype())?, padding, 1, 1, c)?;
         y.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)
@@ -46,6 +46,17 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]
 impl CustomOp3 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::depthwise_grad::backward_nchw(x, w, b, grad, self.padding)
     }
 
     fn cpu_fwd(
@@ -140,7 +151,7 @@ pub fn depthwise_conv2d_nhwc(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize)
         // taps-major weights [KH*KW, C] so each tap's channel vector is contiguous
         let wt = w.to_dtype(DType::F32)?.reshape((c, kh * kw))?.t()?.contiguous()?.reshape((kh, kw, c))?;
         let b = b.to_dtype(DType::F32)?.contiguous()?;
-        x.apply_op3_no_bwd(&wt, &b, &DepthwiseNhwc { padding })
+        x.apply_op3(&wt, &b, DepthwiseNhwc { padding })
     } else {
         let y = depthwise_conv2d(&x.permute((0, 3, 1, 2))?, w, b, padding)?;
         y.permute((0, 2, 3, 1))?.contiguous()
@@ -154,6 +165,17 @@ struct DepthwiseNhwc {
 impl CustomOp3 for DepthwiseNhwc {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-nhwc"
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::depthwise_grad::backward_nhwc(x, w, b, grad, self.padding)
     }
 
     fn cpu_fwd(

@@ -15,7 +15,7 @@ fn cpu_f32(t: &Tensor) -> bool {
 /// Rows of `y` [..., C] with a per-channel `b` [C]: exact (erf) GELU of `y + b`.
 pub fn bias_gelu_erf(y: &Tensor, b: &Tensor) -> Result<Tensor> {
     if cpu_f32(y) && b.dtype() == DType::F32 {
-        return y.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &BiasGelu);
+        return y.contiguous()?.apply_op2(&b.contiguous()?, BiasGelu);
     }
     y.broadcast_add(b)?.gelu_erf()
 }
@@ -27,7 +27,7 @@ pub fn residual_scale(x: &Tensor, y: &Tensor, b: &Tensor, s: &Tensor) -> Result<
     }
     if cpu_f32(x) && cpu_f32(y) && b.dtype() == DType::F32 && s.dtype() == DType::F32 {
         let bs = Tensor::stack(&[b, s], 0)?.contiguous()?;
-        return x.contiguous()?.apply_op3_no_bwd(&y.contiguous()?, &bs, &ResidualScale);
+        return x.contiguous()?.apply_op3(&y.contiguous()?, &bs, ResidualScale);
     }
     x + y.broadcast_add(b)?.broadcast_mul(s)?
 }
@@ -37,6 +37,10 @@ struct BiasGelu;
 impl CustomOp2 for BiasGelu {
     fn name(&self) -> &'static str {
         "bias-gelu-erf"
+    }
+
+    fn bwd(&self, y: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        super::fused_grad::bias_gelu_backward(y, b, grad)
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -64,6 +68,17 @@ struct ResidualScale;
 impl CustomOp3 for ResidualScale {
     fn name(&self) -> &'static str {
         "residual-scale"
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        bs: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::fused_grad::residual_scale_backward(x, y, bs, grad)
     }
 
     fn cpu_fwd(

@@ -47,7 +47,7 @@ fn norm_axis(v: &Tensor, w: &Tensor, b: &Tensor, eps: f64, axis: usize) -> Resul
         let v = v.contiguous()?;
         let w = w.to_dtype(DType::F32)?.contiguous()?;
         let b = b.to_dtype(DType::F32)?.contiguous()?;
-        return v.apply_op3_no_bwd(&w, &b, &ChannelNorm { eps });
+        return v.apply_op3(&w, &b, ChannelNorm { eps });
     }
     let dt = v.dtype();
     let x = v.to_dtype(DType::F32)?;
@@ -72,6 +72,17 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 impl CustomOp3 for ChannelNorm {
     fn name(&self) -> &'static str {
         "channel-layer-norm"
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::layer_norm_grad::backward(x, w, b, grad, self.eps)
     }
 
     fn cpu_fwd(

@@ -3,11 +3,17 @@
 //! PyTorch on CPU, notes/rust-stack.md).
 
 pub mod conv3d;
+mod conv3d_grad;
 pub mod depthwise;
+mod depthwise_grad;
+pub mod grad_checks;
 pub mod layer_norm;
+mod layer_norm_grad;
 pub mod resample;
+pub mod softmax;
 
 pub mod fused;
+mod fused_grad;
 
 pub use conv3d::{conv3d, Conv3d, Conv3dParams};
 pub use resample::{avg_pool_hw, upsample_nearest3d, upsample_nearest_hw};

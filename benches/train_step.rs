@@ -124,7 +124,8 @@ fn main() {
     let unet = params::build_unet(&vm_d, &cfg, &dev).expect("unet");
     let vd = trained(&vm_d, |k| !params::is_shift_key(k));
     let mut od = adam(&vd);
-    let ddpm_ms = median_ms(reps, || update(&ddpm::loss(&unet, &z0, &t, &noise, &sched).expect("ddpm loss"), &vd, &mut od));
+    let ddpm_ms =
+        median_ms(reps, || update(&ddpm::loss(&unet, &z0, &t, &noise, &sched).expect("ddpm loss"), &vd, &mut od));
 
     // (c) repr: encoder + shift branch trained; the epsilon path frozen (detached, no gradient tracked).
     let frozen = |k: &str| !params::is_shift_key(k);

@@ -2,7 +2,7 @@
 //! matter, by 1-D k-means inside the brain mask) and the two atrophy directions, both as unit vector fields on a
 //! 2 mm grid over the template:
 //!
-//! - **ventricles**: the gradient of the smoothed ventricle indicator (dark voxels inside a box around the lateral
+//! - **ventricles**: the gradient of the smoothed (5 mm) ventricle indicator (dark voxels inside a box around the lateral
 //!   and third ventricles, in MNI millimetres). Sampling the template at `q + a·g_v(q)` pulls ventricle values
 //!   outwards, so the ventricles grow with `a`.
 //! - **cortex**: the gradient of the smoothed "dark" indicator (CSF or outside the brain). Sampling at
@@ -114,8 +114,9 @@ impl Anatomy {
         let spacing = t1.spacing().iter().copied().fold(f64::INFINITY, f64::min);
         let factor = ((COARSE_MM as f64 / spacing).round() as usize).max(1);
         let coarse_mm = factor as f64 * spacing;
-        // Smoothing widths: ventricles 4 mm (a broad push), CSF spaces 1.5 mm (keeps sulci apart).
-        let ventricles = VectorField::unit_gradient(&gaussian_blur(&block_mean(&vent, factor), 4.0 / coarse_mm));
+        // Smoothing widths: ventricles 5 mm (a broad push that folds only past 8 mm), CSF spaces 1.5 mm (keeps sulci
+        // apart).
+        let ventricles = VectorField::unit_gradient(&gaussian_blur(&block_mean(&vent, factor), 5.0 / coarse_mm));
         let cortex = VectorField::unit_gradient(&gaussian_blur(&block_mean(&dark, factor), 1.5 / coarse_mm));
         let centre = sum.map(|s| s / brain.len() as f64);
         Ok(Anatomy { means, centre, factor: factor as f64, spacing, ventricles, cortex, ventricle_voxels })

@@ -28,7 +28,7 @@ use ldae::model::config::ModelConfig;
 use ldae::preprocess::template::Template;
 
 /// Largest ventricle push (mm) at atrophy level 1 (age 90).
-const VENTRICLE_MM_AT_1: f64 = 3.0;
+const VENTRICLE_MM_AT_1: f64 = 4.5;
 /// Largest CSF widening (mm) at atrophy level 1.
 const CORTEX_MM_AT_1: f64 = 1.0;
 
@@ -64,6 +64,9 @@ struct Args {
     /// Scale of the per-subject anatomy variation (0 = every subject is the template).
     #[arg(long, default_value_t = 1.0)]
     anatomy: f64,
+    /// Scale of the age-driven atrophy (0 = none: an atrophy-free control set with the same anatomy and scanners).
+    #[arg(long, default_value_t = 1.0)]
+    atrophy: f64,
     /// Scale of the per-session scanner variation: contrast, bias field, noise (0 = none).
     #[arg(long, default_value_t = 1.0)]
     scanner: f64,
@@ -159,8 +162,9 @@ fn run(a: Args) -> anyhow::Result<()> {
     }
     if !(a.anatomy.is_finite() && (0.0..=3.0).contains(&a.anatomy))
         || !(a.scanner.is_finite() && (0.0..=3.0).contains(&a.scanner))
+        || !(a.atrophy.is_finite() && (0.0..=1.5).contains(&a.atrophy))
     {
-        bail!("--anatomy and --scanner must be between 0 and 3");
+        bail!("--anatomy and --scanner must be between 0 and 3, --atrophy between 0 and 1.5");
     }
     let (t1, mask) = match (&a.template, &a.template_mask) {
         (Some(t), Some(m)) => (t.clone(), m.clone()),
@@ -197,8 +201,8 @@ fn run(a: Args) -> anyhow::Result<()> {
             grid: &grid,
             subject: &subjects[s],
             scanner: &scanner,
-            vent_mm: VENTRICLE_MM_AT_1 * scan.atrophy,
-            cortex_mm: CORTEX_MM_AT_1 * scan.atrophy,
+            vent_mm: VENTRICLE_MM_AT_1 * scan.atrophy * a.atrophy,
+            cortex_mm: CORTEX_MM_AT_1 * scan.atrophy * a.atrophy,
             noise_seed: plan::seed_for(a.seed, plan::purpose::NOISE, s, t),
         };
         let vol = render::render(&session, shape).with_context(|| format!("making {}", scan.id))?;
@@ -219,9 +223,10 @@ fn run(a: Args) -> anyhow::Result<()> {
         "split": [train, val],
         "anatomy": a.anatomy,
         "scanner": a.scanner,
+        "atrophy_scale": a.atrophy,
         "sources": sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "atrophy": {
-            "of_age": "clamp((age - 50) / 40, 0, 1.5)",
+            "of_age": "clamp((age - 50) / 40, 0, 1.25)",
             "ventricle_mm_at_1": VENTRICLE_MM_AT_1,
             "cortex_mm_at_1": CORTEX_MM_AT_1,
         },

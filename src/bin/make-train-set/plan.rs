@@ -14,9 +14,9 @@ use serde::Serialize;
 /// Range of baseline ages (years).
 pub const BASELINE_AGES: std::ops::Range<f64> = 55.0..80.0;
 
-/// Atrophy level of an age: 0 at 50 years, 1 at 90, linear, clamped to [0, 1.5].
+/// Atrophy level of an age: 0 at 50 years, 1 at 90, linear, clamped to [0, 1.25] (ages stay below 100 here).
 pub fn atrophy_of_age(age: f64) -> f64 {
-    ((age - 50.0) / 40.0).clamp(0.0, 1.5)
+    ((age - 50.0) / 40.0).clamp(0.0, 1.25)
 }
 
 /// Which part of the study a subject belongs to.

@@ -3,7 +3,6 @@
 //! voxels of a mask.
 
 use ndarray::{Array3, Axis, Zip};
-use rayon::prelude::*;
 
 /// Window width (voxels).
 const SIGMA: f64 = 1.5;

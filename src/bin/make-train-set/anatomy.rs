@@ -101,11 +101,9 @@ impl Anatomy {
             if inside {
                 (0..3).for_each(|d| sum[d] += p[d]);
             }
-            if inside && is_dark {
-                if (0..3).all(|d| (VENTRICLE_BOX[d][0]..=VENTRICLE_BOX[d][1]).contains(&p[d])) {
-                    vent[[i, j, k]] = 1.0;
-                    ventricle_voxels += 1;
-                }
+            if inside && is_dark && (0..3).all(|d| (VENTRICLE_BOX[d][0]..=VENTRICLE_BOX[d][1]).contains(&p[d])) {
+                vent[[i, j, k]] = 1.0;
+                ventricle_voxels += 1;
             }
         }
         if ventricle_voxels == 0 {

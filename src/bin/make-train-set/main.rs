@@ -160,10 +160,8 @@ fn run(a: Args) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&train) || !(0.0..=1.0).contains(&val) || train + val > 1.0 + 1e-9 {
         bail!("--split {train},{val}: fractions in [0, 1] summing to at most 1");
     }
-    if !(a.anatomy.is_finite() && (0.0..=3.0).contains(&a.anatomy))
-        || !(a.scanner.is_finite() && (0.0..=3.0).contains(&a.scanner))
-        || !(a.atrophy.is_finite() && (0.0..=1.5).contains(&a.atrophy))
-    {
+    // `contains` is false for NaN.
+    if !(0.0..=3.0).contains(&a.anatomy) || !(0.0..=3.0).contains(&a.scanner) || !(0.0..=1.5).contains(&a.atrophy) {
         bail!("--anatomy and --scanner must be between 0 and 3, --atrophy between 0 and 1.5");
     }
     let (t1, mask) = match (&a.template, &a.template_mask) {

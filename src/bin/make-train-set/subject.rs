@@ -63,16 +63,14 @@ impl SubjectMap {
     #[inline]
     pub fn apply(&self, p: [f64; 3]) -> [f64; 3] {
         let d = [p[0] - self.centre[0], p[1] - self.centre[1], p[2] - self.centre[2]];
-        let mut q = [0.0; 3];
-        for r in 0..3 {
+        std::array::from_fn(|r| {
             let lin = self.linear[r][0] * d[0] + self.linear[r][1] * d[1] + self.linear[r][2] * d[2];
             let wave: f64 = self.waves[r]
                 .iter()
                 .map(|w| w.amplitude * (w.k[0] * p[0] + w.k[1] * p[1] + w.k[2] * p[2] + w.phase).sin())
                 .sum();
-            q[r] = self.centre[r] + lin + self.shift[r] + wave;
-        }
-        q
+            self.centre[r] + lin + self.shift[r] + wave
+        })
     }
 }
 

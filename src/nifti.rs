@@ -379,16 +379,10 @@ fn write_encoded(path: &Path, vol: &Volume, description: &str, gz: bool, sync: b
     std::fs::create_dir_all(dir).map_err(io_err(path))?;
     let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".ldae-tmp-{}-{seq}.{}", std::process::id(), if gz { "nii.gz" } else { "nii" }));
-    let bytes = crate::nifti_write::encode(vol, description);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        if gz {
-            for member in crate::nifti_write::gzip_members(&bytes)? {
-                f.write_all(&member)?;
-            }
-        } else {
-            f.write_all(&bytes)?;
-        }
+        crate::nifti_write::write_to(&mut f, vol, description, gz)?;
+        f.flush()?;
         if sync {
             f.sync_all()?;
         }

@@ -9,6 +9,9 @@
 //! `.nii.gz` output is a multi-member gzip file: the encoded bytes are cut into chunks of [`GZ_CHUNK`] bytes,
 //! each compressed as its own gzip member on the rayon pool (RFC 1952 §2.2 allows any number of members, and
 //! zlib's `gzread`, Python's `gzip`/nibabel and flate2's `MultiGzDecoder` read them all as one stream).
+//!
+//! [`write_to`] streams the file: each [`GZ_CHUNK`] of it is encoded (and compressed) on its own, a few in
+//! parallel, into small reused buffers, so the whole encoded file is never held in memory.
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -65,18 +68,28 @@ struct Stats {
 impl Stats {
     const EMPTY: Stats = Stats { lo: f32::INFINITY, hi: f32::NEG_INFINITY, whole: true };
 
+    /// One pass, written so that it vectorises: a value is whole when a truncating cast to i32 gives it back
+    /// (NaN, the infinities and magnitudes past i32 fail; those past i32 go to float32 anyway). The range counts
+    /// every value but NaN; only when a value is not whole (float32 storage) can it include an infinity, and
+    /// then [`Stats::finite_range`] recomputes it over the finite values.
     fn of(v: &[f32]) -> Stats {
-        let mut s = Stats::EMPTY;
+        let (mut lo, mut hi, mut whole) = (f32::INFINITY, f32::NEG_INFINITY, true);
         for &x in v {
-            if x.is_finite() {
-                s.lo = s.lo.min(x);
-                s.hi = s.hi.max(x);
-                // Every f32 of magnitude >= 2^23 is whole; below, a truncating cast (no libm call) tells.
-                s.whole &= x.abs() >= 8_388_608.0 || (x as i32) as f32 == x;
-            } else {
-                s.whole = false;
-            }
+            lo = if x < lo { x } else { lo };
+            hi = if x > hi { x } else { hi };
+            whole &= (x as i32) as f32 == x;
         }
+        Stats { lo, hi, whole }
+    }
+
+    /// The range over finite values only (the float32 case with infinities).
+    fn finite_range(v: &[f32]) -> Stats {
+        let mut s = Stats::EMPTY;
+        for &x in v.iter().filter(|x| x.is_finite()) {
+            s.lo = s.lo.min(x);
+            s.hi = s.hi.max(x);
+        }
+        s.whole = false;
         s
     }
 
@@ -116,52 +129,140 @@ fn fortran_order(vol: &Volume) -> Cow<'_, [f32]> {
 /// The storage a volume gets (see the module doc).
 #[cfg(test)]
 fn storage_for(vol: &Volume) -> Storage {
-    let v = fortran_order(vol);
-    v.par_chunks(VOXEL_CHUNK).map(Stats::of).reduce(|| Stats::EMPTY, Stats::join).storage()
+    stats_of(&fortran_order(vol)).1
 }
 
-/// Header + extension flag + voxels of a single-file `.nii`, the storage type chosen from the values: the
-/// affine as sform and as qform (both code 1, scanner anatomical; the qform is the nearest rigid+scale form),
-/// mm + s units, the value range in cal_min/cal_max, `description` (at most 79 bytes) in descrip.
-pub(crate) fn encode(vol: &Volume, description: &str) -> Vec<u8> {
-    let v = fortran_order(vol);
-    let stats = v.par_chunks(VOXEL_CHUNK).map(Stats::of).reduce(|| Stats::EMPTY, Stats::join);
+/// Range, integrality and the storage they choose, over all voxels (in parallel).
+fn stats_of(v: &[f32]) -> (Stats, Storage) {
+    let mut stats = v.par_chunks(VOXEL_CHUNK).map(Stats::of).reduce(|| Stats::EMPTY, Stats::join);
+    let finite = stats.lo.is_finite() && stats.hi.is_finite();
+    if !stats.whole && !finite {
+        stats = v.par_chunks(VOXEL_CHUNK).map(Stats::finite_range).reduce(|| Stats::EMPTY, Stats::join);
+    }
     let storage = stats.storage();
+    (stats, storage)
+}
+
+/// The 348-byte header and the 4-byte extension flag: the affine as sform and as qform (both code 1, scanner
+/// anatomical; the qform is the nearest rigid+scale form), mm + s units, the value range in cal_min/cal_max,
+/// `description` (at most 79 bytes) in descrip.
+fn header(vol: &Volume, description: &str, storage: Storage, stats: Stats) -> [u8; VOX_OFFSET] {
+    let mut h = [0u8; VOX_OFFSET];
     let size = storage.bytes();
-    let mut out = vec![0u8; VOX_OFFSET + v.len() * size];
     let (cal_min, cal_max) = if stats.lo <= stats.hi { (stats.lo, stats.hi) } else { (0.0, 0.0) };
     let [ni, nj, nk] = vol.shape();
-    {
-        let h = &mut out[..VOX_OFFSET];
-        put_i32(h, 0, 348);
-        h[38] = b'r';
-        for (n, d) in [3usize, ni, nj, nk, 1, 1, 1, 1].iter().enumerate() {
-            put_i16(h, 40 + 2 * n, *d as i16);
-        }
-        put_i16(h, 70, storage.code());
-        put_i16(h, 72, (size * 8) as i16);
-        put_f32(h, 108, VOX_OFFSET as f32);
-        // scl_slope 1 / scl_inter 0: the stored values are the values.
-        put_f32(h, 112, 1.0);
-        put_f32(h, 116, 0.0);
-        put_f32(h, 124, cal_max);
-        put_f32(h, 128, cal_min);
-        h[344..348].copy_from_slice(b"n+1\0");
-        put_geometry(h, vol, description);
+    put_i32(&mut h, 0, 348);
+    h[38] = b'r';
+    for (n, d) in [3usize, ni, nj, nk, 1, 1, 1, 1].iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * n, *d as i16);
     }
-    let data = &mut out[VOX_OFFSET..];
-    data.par_chunks_mut(VOXEL_CHUNK * size).zip(v.par_chunks(VOXEL_CHUNK)).for_each(|(dst, src)| match storage {
+    put_i16(&mut h, 70, storage.code());
+    put_i16(&mut h, 72, (size * 8) as i16);
+    put_f32(&mut h, 108, VOX_OFFSET as f32);
+    // scl_slope 1 / scl_inter 0: the stored values are the values.
+    put_f32(&mut h, 112, 1.0);
+    put_f32(&mut h, 116, 0.0);
+    put_f32(&mut h, 124, cal_max);
+    put_f32(&mut h, 128, cal_min);
+    h[344..348].copy_from_slice(b"n+1\0");
+    put_geometry(&mut h, vol, description);
+    h
+}
+
+/// Voxels as stored, little-endian, appended to `out` (a word buffer, so every storage type's view is aligned).
+fn convert(storage: Storage, src: &[f32], out: &mut Vec<u32>) {
+    let words = (src.len() * storage.bytes()).div_ceil(4);
+    out.clear();
+    out.resize(words, 0);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
+    let bytes = &mut bytes[..src.len() * storage.bytes()];
+    match storage {
         Storage::I16 => {
-            dst.chunks_exact_mut(2).zip(src).for_each(|(d, &x)| d.copy_from_slice(&(x as i16).to_le_bytes()))
+            let d: &mut [i16] = bytemuck::cast_slice_mut(bytes);
+            d.iter_mut().zip(src).for_each(|(d, &x)| *d = (x as i16).to_le());
         }
         Storage::U16 => {
-            dst.chunks_exact_mut(2).zip(src).for_each(|(d, &x)| d.copy_from_slice(&(x as u16).to_le_bytes()))
+            let d: &mut [u16] = bytemuck::cast_slice_mut(bytes);
+            d.iter_mut().zip(src).for_each(|(d, &x)| *d = (x as u16).to_le());
         }
         Storage::I32 => {
-            dst.chunks_exact_mut(4).zip(src).for_each(|(d, &x)| d.copy_from_slice(&(x as i32).to_le_bytes()))
+            let d: &mut [i32] = bytemuck::cast_slice_mut(bytes);
+            d.iter_mut().zip(src).for_each(|(d, &x)| *d = (x as i32).to_le());
         }
-        Storage::F32 => dst.chunks_exact_mut(4).zip(src).for_each(|(d, &x)| d.copy_from_slice(&x.to_le_bytes())),
-    });
+        Storage::F32 => {
+            let d: &mut [u32] = bytemuck::cast_slice_mut(bytes);
+            d.iter_mut().zip(src).for_each(|(d, &x)| *d = x.to_bits().to_le());
+        }
+    }
+}
+
+/// The voxels of file chunk `n` (file bytes `n·GZ_CHUNK .. (n+1)·GZ_CHUNK`, the first chunk after the header).
+fn chunk_voxels(v: &[f32], size: usize, n: usize) -> &[f32] {
+    let per = GZ_CHUNK / size;
+    let head = VOX_OFFSET / size; // 352 is a multiple of 2 and 4
+    let start = (n * per).saturating_sub(head).min(v.len());
+    let end = ((n + 1) * per - head).min(v.len());
+    &v[start..end]
+}
+
+/// Stream the `.nii` (`gz`: the multi-member `.nii.gz`) of `vol` to `out`, the storage type chosen from the
+/// values (see the module doc). At most a few [`GZ_CHUNK`]s of encoded bytes are held at once.
+pub(crate) fn write_to(out: &mut impl Write, vol: &Volume, description: &str, gz: bool) -> std::io::Result<()> {
+    let v = fortran_order(vol);
+    let (stats, storage) = stats_of(&v);
+    let head = header(vol, description, storage, stats);
+    let size = storage.bytes();
+    let total = VOX_OFFSET + v.len() * size;
+    let chunks = total.div_ceil(GZ_CHUNK);
+    // Chunks encoded at once: enough for every worker, few enough that memory stays a few MiB.
+    let batch = (rayon::current_num_threads() * 2).max(1);
+    let mut bufs: Vec<Vec<u32>> = Vec::new();
+    let mut first = 0;
+    while first < chunks {
+        let last = (first + batch).min(chunks);
+        bufs.resize_with(last - first, Vec::new);
+        if gz {
+            let members: Vec<std::io::Result<Vec<u8>>> = (first..last)
+                .into_par_iter()
+                .zip(bufs.par_iter_mut())
+                .map(|(n, buf)| {
+                    convert(storage, chunk_voxels(&v, size, n), buf);
+                    let bytes: &[u8] = bytemuck::cast_slice(&buf[..]);
+                    let vox = &bytes[..chunk_voxels(&v, size, n).len() * size];
+                    let mut e = GzEncoder::new(Vec::with_capacity(GZ_CHUNK / 2), Compression::fast());
+                    if n == 0 {
+                        e.write_all(&head)?;
+                    }
+                    e.write_all(vox)?;
+                    e.finish()
+                })
+                .collect();
+            for m in members {
+                out.write_all(&m?)?;
+            }
+        } else {
+            (first..last).into_par_iter().zip(bufs.par_iter_mut()).for_each(|(n, buf)| {
+                convert(storage, chunk_voxels(&v, size, n), buf);
+            });
+            for (n, buf) in (first..last).zip(&bufs) {
+                if n == 0 {
+                    out.write_all(&head)?;
+                }
+                let bytes: &[u8] = bytemuck::cast_slice(&buf[..]);
+                out.write_all(&bytes[..chunk_voxels(&v, size, n).len() * size])?;
+            }
+        }
+        first = last;
+    }
+    Ok(())
+}
+
+/// Header + extension flag + voxels of a single-file `.nii`, the storage type chosen from the values (the
+/// bytes [`write_to`] streams, in one buffer).
+pub(crate) fn encode(vol: &Volume, description: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_to(&mut out, vol, description, false);
     out
 }
 
@@ -190,7 +291,8 @@ fn put_geometry(h: &mut [u8], vol: &Volume, description: &str) {
 
 /// Compress `bytes` as a multi-member gzip stream, the members compressed in parallel (fastest level, as the
 /// writer always used).
-pub(crate) fn gzip_members(bytes: &[u8]) -> std::io::Result<Vec<Vec<u8>>> {
+#[cfg(test)]
+fn gzip_members(bytes: &[u8]) -> std::io::Result<Vec<Vec<u8>>> {
     bytes
         .par_chunks(GZ_CHUNK)
         .map(|chunk| {
@@ -245,5 +347,50 @@ mod tests {
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&joined[..]).read_to_end(&mut back).expect("inflate");
         assert_eq!(back, bytes);
+    }
+
+    /// Volumes over several chunks, int16 and float32: the streamed `.nii` has the header, then every voxel as
+    /// stored in order, and the streamed `.nii.gz` inflates to the same bytes.
+    #[test]
+    fn streamed_chunks_hold_every_voxel() {
+        use std::io::Read;
+        let (ni, nj, nk) = (123, 97, 61); // 727 731 voxels: 2 chunks as int16, 3 as float32
+        for frac in [0.0f32, 0.5] {
+            let v = Volume::new(
+                Array3::from_shape_fn((ni, nj, nk), |(i, j, k)| ((i * 7 + j * 3 + k) % 2000) as f32 - 999.0 + frac),
+                Affine::identity(),
+            );
+            let nii = encode(&v, "t");
+            let size = if frac == 0.0 { 2 } else { 4 };
+            assert_eq!(nii.len(), VOX_OFFSET + ni * nj * nk * size);
+            assert_eq!(i16::from_le_bytes([nii[70], nii[71]]), if frac == 0.0 { 4 } else { 16 });
+            let (i, j, k) = (122, 50, 60);
+            let at = VOX_OFFSET + (i + ni * (j + nj * k)) * size;
+            let want = v.data[(i, j, k)];
+            let got = if size == 2 {
+                i16::from_le_bytes([nii[at], nii[at + 1]]) as f32
+            } else {
+                f32::from_le_bytes([nii[at], nii[at + 1], nii[at + 2], nii[at + 3]])
+            };
+            assert_eq!(got, want);
+            let mut gz = Vec::new();
+            write_to(&mut gz, &v, "t", true).expect("gz");
+            let mut back = Vec::new();
+            flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut back).expect("inflate");
+            assert_eq!(back, nii);
+        }
+    }
+
+    #[test]
+    fn range_ignores_nan_and_infinities() {
+        let v = vol(|n| match n {
+            3 => f32::NAN,
+            4 => f32::INFINITY,
+            5 => f32::NEG_INFINITY,
+            _ => n as f32 - 10.0,
+        });
+        let (s, storage) = stats_of(&fortran_order(&v));
+        assert_eq!(storage, Storage::F32);
+        assert_eq!((s.lo, s.hi), (-10.0, 49.0));
     }
 }

@@ -17,13 +17,13 @@ use crate::limits::Limits;
 use crate::volume::{Provenance, Volume};
 
 use super::geometry::{stack_geometry, SliceGeometry};
-use super::pixels::{decode_slices, SliceRequest};
+use super::pixels::{decode_slices, decode_slices_into, SliceRequest};
 use super::read::{read_header_with, InstanceHeader};
 use super::series::{group_stacks, StackGroup};
 use super::{RejectReason, Rejection};
 
-/// Decoded slices of one file, each with its index along the stack.
-type DecodedSlices = Vec<(usize, Vec<f32>)>;
+/// One file's decoding job: its slice requests and the volume planes they go to.
+type FileJob<'a> = (Vec<SliceRequest>, Vec<&'a mut [f32]>);
 
 /// One converted series (or split of a series).
 #[derive(Debug, Clone)]
@@ -209,8 +209,12 @@ fn convert_group(
         return Err(reject(RejectReason::Unreadable { detail: format!("over a limit: {e}") }));
     }
 
-    // Decode: every file once, in parallel; each file yields its requested slices.
-    let mut per_file: BTreeMap<usize, Vec<(usize, SliceRequest)>> = BTreeMap::new();
+    // Decode: every file once, in parallel, each file's slices straight into their planes of the volume (its
+    // size was bounded above; stack slots are unique, so the planes are handed out once each).
+    let plane = ni * nj;
+    let mut data = vec![0f32; plane * nk];
+    let mut planes: Vec<Option<&mut [f32]>> = data.chunks_mut(plane.max(1)).map(Some).collect();
+    let mut per_file: BTreeMap<usize, FileJob<'_>> = BTreeMap::new();
     for (k, &idx) in stack.order.iter().enumerate() {
         let s = &g.slices[idx];
         let req = SliceRequest {
@@ -219,50 +223,33 @@ fn convert_group(
             slope: s.info.rescale_slope,
             intercept: s.info.rescale_intercept,
         };
-        per_file.entry(s.header).or_default().push((stack.slots[k], req));
+        let Some(dst) = planes.get_mut(stack.slots[k]).and_then(Option::take) else {
+            return Err(reject(RejectReason::Unreadable {
+                detail: format!("slice slot {} is outside the stack or used twice", stack.slots[k]),
+            }));
+        };
+        let job = per_file.entry(s.header).or_default();
+        job.0.push(req);
+        job.1.push(dst);
     }
-    let jobs: Vec<(usize, Vec<(usize, SliceRequest)>)> = per_file.into_iter().collect();
-    let decoded: Vec<Result<DecodedSlices, Vec<Rejection>>> = jobs
-        .par_iter()
-        .map(|(hi, reqs)| {
-            let h = &headers[*hi];
-            let r: Vec<SliceRequest> = reqs.iter().map(|(_, r)| *r).collect();
-            let slices = decode_slices(h, &r, limits).map_err(|e| {
+    let jobs: Vec<(usize, FileJob<'_>)> = per_file.into_iter().collect();
+    let decoded: Vec<Result<(), Vec<Rejection>>> = jobs
+        .into_par_iter()
+        .map(|(hi, (reqs, mut dsts))| {
+            let h = &headers[hi];
+            decode_slices_into(h, &reqs, &mut dsts, limits).map_err(|e| {
                 // One bad file spoils the stack: name the file, keep the series' files with the rejection.
                 let mut rej = Rejection::from_error(&e);
                 rej.subject = format!("{} (file {})", group_subject(g), h.path.display());
                 rej.files = files.clone();
                 vec![rej]
-            })?;
-            Ok(reqs.iter().map(|(k, _)| *k).zip(slices).collect())
+            })
         })
         .collect();
-    // Every decode error is reported before the volume buffer is allocated.
-    let mut slices_by_file = Vec::with_capacity(decoded.len());
+    drop(planes);
     for d in decoded {
-        slices_by_file.push(d?);
+        d?;
     }
-    let plane = ni * nj;
-    // Slot k's slice (the last decoded one wins, as the serial copy did), then copied in parallel.
-    let mut by_slot: Vec<Option<&[f32]>> = vec![None; nk];
-    for (k, slice) in slices_by_file.iter().flatten() {
-        if slice.len() != plane {
-            return Err(reject(RejectReason::Unreadable {
-                detail: format!("slice {k} has {} pixels, expected {plane}", slice.len()),
-            }));
-        }
-        if let Some(slot) = by_slot.get_mut(*k) {
-            *slot = Some(slice);
-        }
-    }
-    let mut data = vec![0f32; plane * nk];
-    data.par_chunks_mut(plane.max(1)).zip(by_slot.par_iter()).for_each(|(dst, src)| {
-        if let Some(s) = src {
-            dst.copy_from_slice(s);
-        }
-    });
-    drop(by_slot);
-    drop(slices_by_file);
     let filled = fill_gaps(&mut data, plane, &stack.slots, nk);
     let array = Array3::from_shape_vec((ni, nj, nk).f(), data)
         .map_err(|e| reject(RejectReason::Unreadable { detail: e.to_string() }))?;

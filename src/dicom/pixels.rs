@@ -182,13 +182,44 @@ pub fn decode_slices(
     requests: &[SliceRequest],
     limits: &Limits,
 ) -> Result<Vec<Vec<f32>>, DicomError> {
+    let fmt = Format::from_header(h)?;
+    let len = slice_len(&fmt, requests);
+    let mut out: Vec<Vec<f32>> = requests.iter().map(|_| vec![0f32; len]).collect();
+    let mut dsts: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[..]).collect();
+    decode_slices_into(h, requests, &mut dsts, limits)?;
+    Ok(out)
+}
+
+/// Pixels per returned slice: the frame's, or a mosaic tile's.
+fn slice_len(fmt: &Format, requests: &[SliceRequest]) -> usize {
+    match requests.first().and_then(|r| r.tile) {
+        Some((_, m)) => (fmt.rows / m.max(1) as usize) * (fmt.cols / m.max(1) as usize),
+        None => fmt.frame_len(),
+    }
+}
+
+/// Decode the requested slices of one file straight into `dsts` (one per request, each exactly the slice's
+/// size: `rows × cols`, or a mosaic tile's): the converter hands out the volume's own planes, so no slice is
+/// allocated or copied on the way.
+pub fn decode_slices_into(
+    h: &InstanceHeader,
+    requests: &[SliceRequest],
+    dsts: &mut [&mut [f32]],
+    limits: &Limits,
+) -> Result<(), DicomError> {
+    if requests.len() != dsts.len() {
+        return Err(DicomError::Decode {
+            path: h.path.clone(),
+            reason: format!("{} slices requested into {} planes", requests.len(), dsts.len()),
+        });
+    }
     if let Some(native) = h.native_pixels {
         let fmt = Format::from_header(h)?;
         let bytes = read_native(h, native)?;
-        return cut(h, &fmt, &Samples::Bytes(std::borrow::Cow::Borrowed(&bytes[..])), requests);
+        return cut_into(h, &fmt, &Samples::Bytes(std::borrow::Cow::Borrowed(&bytes[..])), requests, dsts);
     }
     let obj = open_full(&h.path, limits)?;
-    decode_slices_from(&obj, h, requests)
+    decode_slices_from_into(&obj, h, requests, dsts)
 }
 
 /// The native Pixel Data value at the range the header scan found, after checking that the element header in
@@ -207,16 +238,18 @@ fn read_native(h: &InstanceHeader, native: super::read::NativePixels) -> Result<
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let end = native.offset.checked_add(native.len).filter(|&e| e <= size).ok_or_else(|| changed("size"))?;
-    let mut buf = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut buf, start).map_err(io)?;
-    let ok_tag = buf[..4] == [0xE0, 0x7F, 0x10, 0x00];
+    let mut elem = [0u8; 12];
+    let elem = &mut elem[..head as usize];
+    file.read_exact_at(elem, start).map_err(io)?;
+    let ok_tag = elem[..4] == [0xE0, 0x7F, 0x10, 0x00];
     let len_at = if native.explicit { 8 } else { 4 };
     let ok_len =
-        u32::from_le_bytes([buf[len_at], buf[len_at + 1], buf[len_at + 2], buf[len_at + 3]]) as u64 == native.len;
+        u32::from_le_bytes([elem[len_at], elem[len_at + 1], elem[len_at + 2], elem[len_at + 3]]) as u64 == native.len;
     if !(ok_tag && ok_len) {
         return Err(changed("Pixel Data element"));
     }
-    buf.drain(..head as usize);
+    let mut buf = vec![0u8; (end - native.offset) as usize];
+    file.read_exact_at(&mut buf, native.offset).map_err(io)?;
     Ok(buf)
 }
 
@@ -226,6 +259,21 @@ pub fn decode_slices_from(
     h: &InstanceHeader,
     requests: &[SliceRequest],
 ) -> Result<Vec<Vec<f32>>, DicomError> {
+    let fmt = Format::from_header(h)?;
+    let len = slice_len(&fmt, requests);
+    let mut out: Vec<Vec<f32>> = requests.iter().map(|_| vec![0f32; len]).collect();
+    let mut dsts: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[..]).collect();
+    decode_slices_from_into(obj, h, requests, &mut dsts)?;
+    Ok(out)
+}
+
+/// As [`decode_slices_into`], from an already parsed object.
+fn decode_slices_from_into(
+    obj: &DefaultDicomObject,
+    h: &InstanceHeader,
+    requests: &[SliceRequest],
+    dsts: &mut [&mut [f32]],
+) -> Result<(), DicomError> {
     let path = &h.path;
     let fmt = Format::from_header(h)?;
     let Some(px) = obj.get(tags::PIXEL_DATA) else {
@@ -283,70 +331,84 @@ pub fn decode_slices_from(
             return Err(DicomError::Decode { path: path.clone(), reason: "Pixel Data is a sequence".into() });
         }
     };
-    cut(h, &fmt, &samples, requests)
+    cut_into(h, &fmt, &samples, requests, dsts)
 }
 
-/// One whole frame of 16-bit little-endian samples (the common case, without the per-sample dispatch).
-fn frame16(b: &[u8], fmt: &Format, slope: f64, icpt: f64) -> Vec<f32> {
+/// One whole frame of 16-bit little-endian samples (the common case, without the per-sample dispatch). With
+/// the identity rescale (the usual MR case) the multiply-add is skipped, so the loop stays a plain widening
+/// conversion that the compiler vectorises.
+fn frame16(b: &[u8], fmt: &Format, slope: f64, icpt: f64, dst: &mut [f32]) {
     let shift = 32 - fmt.bits_stored as u32;
-    let signed = fmt.signed;
-    b.chunks_exact(2)
-        .map(|s| {
-            let raw = u16::from_le_bytes([s[0], s[1]]) as u32;
-            let v = if signed { ((raw << shift) as i32 >> shift) as f64 } else { ((raw << shift) >> shift) as f64 };
-            (v * slope + icpt) as f32
-        })
-        .collect()
+    let pairs = b.chunks_exact(2).zip(dst.iter_mut());
+    let raw = |s: &[u8]| u16::from_le_bytes([s[0], s[1]]) as u32;
+    match (fmt.signed, slope == 1.0 && icpt == 0.0) {
+        (true, true) => pairs.for_each(|(s, d)| *d = ((raw(s) << shift) as i32 >> shift) as f32),
+        (false, true) => pairs.for_each(|(s, d)| *d = ((raw(s) << shift) >> shift) as f32),
+        (true, false) => {
+            pairs.for_each(|(s, d)| *d = ((((raw(s) << shift) as i32 >> shift) as f64) * slope + icpt) as f32)
+        }
+        (false, false) => pairs.for_each(|(s, d)| *d = ((((raw(s) << shift) >> shift) as f64) * slope + icpt) as f32),
+    }
 }
 
-/// Cut the requested frames (or mosaic tiles) out of the samples, as f32 with the rescale applied.
-fn cut(
+/// Cut the requested frames (or mosaic tiles) out of the samples into `dsts`, as f32 with the rescale applied.
+fn cut_into(
     h: &InstanceHeader,
     fmt: &Format,
     samples: &Samples<'_>,
     requests: &[SliceRequest],
-) -> Result<Vec<Vec<f32>>, DicomError> {
+    dsts: &mut [&mut [f32]],
+) -> Result<(), DicomError> {
     let path = &h.path;
     let frame_len = fmt.frame_len();
     let have = samples.len(fmt.bits_allocated);
-    requests
-        .iter()
-        .map(|r| {
-            let f = r.frame as usize;
-            if f >= fmt.frames || (f + 1) * frame_len > have {
-                return Err(DicomError::Decode {
-                    path: path.clone(),
-                    reason: format!(
-                        "pixel data too short: frame {} of {}x{} needs {} samples, found {have}",
-                        f + 1,
-                        fmt.cols,
-                        fmt.rows,
-                        (f + 1) * frame_len
-                    ),
-                });
+    for (r, dst) in requests.iter().zip(dsts.iter_mut()) {
+        let f = r.frame as usize;
+        if f >= fmt.frames || (f + 1) * frame_len > have {
+            return Err(DicomError::Decode {
+                path: path.clone(),
+                reason: format!(
+                    "pixel data too short: frame {} of {}x{} needs {} samples, found {have}",
+                    f + 1,
+                    fmt.cols,
+                    fmt.rows,
+                    (f + 1) * frame_len
+                ),
+            });
+        }
+        let want = match r.tile {
+            Some((_, m)) => (fmt.rows / m.max(1) as usize) * (fmt.cols / m.max(1) as usize),
+            None => frame_len,
+        };
+        if dst.len() != want {
+            return Err(DicomError::Decode {
+                path: path.clone(),
+                reason: format!("slice of {want} pixels does not fit a plane of {}", dst.len()),
+            });
+        }
+        let base = f * frame_len;
+        let (slope, icpt) = (r.slope, r.intercept);
+        match (r.tile, samples) {
+            (None, Samples::Bytes(b)) if fmt.bits_allocated == 16 => {
+                frame16(&b[2 * base..2 * (base + frame_len)], fmt, slope, icpt, dst)
             }
-            let base = f * frame_len;
-            let (slope, icpt) = (r.slope, r.intercept);
-            Ok(match (r.tile, samples) {
-                (None, Samples::Bytes(b)) if fmt.bits_allocated == 16 => {
-                    frame16(&b[2 * base..2 * (base + frame_len)], fmt, slope, icpt)
+            (None, _) => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = (fmt.value(samples.raw(fmt.bits_allocated, base + i)) * slope + icpt) as f32;
                 }
-                (None, _) => (0..frame_len)
-                    .map(|i| (fmt.value(samples.raw(fmt.bits_allocated, base + i)) * slope + icpt) as f32)
-                    .collect(),
-                (Some((t, m)), _) => {
-                    let (tr, tc) = (fmt.rows / m as usize, fmt.cols / m as usize);
-                    let (y0, x0) = ((t / m) as usize * tr, (t % m) as usize * tc);
-                    let mut out = Vec::with_capacity(tr * tc);
-                    for y in 0..tr {
-                        for x in 0..tc {
-                            let raw = samples.raw(fmt.bits_allocated, base + (y0 + y) * fmt.cols + x0 + x);
-                            out.push((fmt.value(raw) * slope + icpt) as f32);
-                        }
+            }
+            (Some((t, m)), _) => {
+                let m = m.max(1) as usize;
+                let (tr, tc) = (fmt.rows / m, fmt.cols / m);
+                let (y0, x0) = ((t as usize / m) * tr, (t as usize % m) * tc);
+                for y in 0..tr {
+                    for x in 0..tc {
+                        let raw = samples.raw(fmt.bits_allocated, base + (y0 + y) * fmt.cols + x0 + x);
+                        dst[y * tc + x] = (fmt.value(raw) * slope + icpt) as f32;
                     }
-                    out
                 }
-            })
-        })
-        .collect()
+            }
+        }
+    }
+    Ok(())
 }

@@ -290,13 +290,10 @@ mod tests {
     use super::super::conv3d::conv3d;
     use super::super::grad_checks::{fd_check, FdOptions};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product()).map(|_| r.random_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        super::super::grad_checks::uniform(shape, seed, -1.0, 1.0).expect("tensor")
     }
 
     /// Worst relative error of dX, dW, db against f64 central differences (of the composed conv3d_folded path).

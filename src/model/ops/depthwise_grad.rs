@@ -277,13 +277,10 @@ impl CustomOp2 for NhwcFilter {
 mod tests {
     use super::super::depthwise::{depthwise_conv2d, depthwise_conv2d_nhwc};
     use super::super::grad_checks::{fd_check, FdOptions};
-    use candle_core::{Device, Tensor};
+    use candle_core::Tensor;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product()).map(|_| r.random_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        super::super::grad_checks::uniform(shape, seed, -1.0, 1.0).expect("tensor")
     }
 
     /// Both layouts against f64 central differences (candle's grouped conv2d path), on odd sizes, a padding

@@ -141,13 +141,10 @@ impl CustomOp3 for ResidualParamGrad {
 mod tests {
     use super::super::fused::{bias_gelu_erf, residual_scale};
     use super::super::grad_checks::{fd_check, FdOptions};
-    use candle_core::{Device, Tensor};
+    use candle_core::Tensor;
 
     fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product()).map(|_| r.random_range(-scale..scale)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        super::super::grad_checks::uniform(shape, seed, -scale, scale).expect("tensor")
     }
 
     /// Against f64 central differences of the composed formula; 130 rows spans three rayon tasks.

@@ -10,6 +10,13 @@
 use candle_core::{DType, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
+/// A CPU f32 tensor of uniform values in `[lo, hi)` from `seed` (the random inputs of the gradient checks).
+pub fn uniform(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Result<Tensor> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..shape.iter().product()).map(|_| r.random_range(lo..hi)).collect();
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}
+
 /// The dtype the finite differences are evaluated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdPrecision {

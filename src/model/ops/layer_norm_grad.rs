@@ -164,13 +164,10 @@ impl CustomOp3 for NormGrad {
 mod tests {
     use super::super::grad_checks::{fd_check, FdOptions};
     use super::super::layer_norm::{layer_norm_channels, layer_norm_last};
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Tensor};
 
     fn rand(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product()).map(|_| r.random_range(lo..hi)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        super::super::grad_checks::uniform(shape, seed, lo, hi).expect("tensor")
     }
 
     /// f64 reference of the LayerNorm over `axis` (the ops' composed path computes in f32).

@@ -35,6 +35,11 @@ pub enum DeviceKind {
 pub struct ModelSection {
     /// A model `config.json` (the reference's argument names). Ignored with `--init DIR`, whose config is used.
     pub config: PathBuf,
+    /// Stage ddpm only: replace the model's `scale_factor` by 1 / (standard deviation of the training latents), as
+    /// latent diffusion does for a newly trained autoencoder, and save it in the output `config.json`. Off for
+    /// the published AEKL, whose factor (0.873) is fixed.
+    #[serde(default)]
+    pub rescale_latents: bool,
 }
 
 /// `[run]`: how long and how.

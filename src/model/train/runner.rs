@@ -238,6 +238,30 @@ impl Batches<'_> {
     }
 }
 
+/// The standard deviation of sampled (unscaled) latents over the training volumes, each drawn with the stream the
+/// training latents use, so the factor matches what training sees.
+fn latent_std(ae: &AutoencoderKl, xs: &[Tensor], seed: u64, dev: &Device) -> Result<f64, TrainError> {
+    let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
+    for (i, x) in xs.iter().enumerate() {
+        let p = ae.encode(x).ctx("AutoencoderKL encode")?;
+        let mut rng = stream(seed, 0x1A7E, i as u64);
+        let eps = randn(&mut rng, p.mu.dims(), dev)?;
+        let z = (&p.mu + (p.sigma().ctx("sigma")? * eps).ctx("sample")?).ctx("sample")?;
+        let v: Vec<f32> = z.flatten_all().and_then(|t| t.to_vec1()).ctx("latent statistics")?;
+        for a in v {
+            let a = a as f64;
+            n += 1.0;
+            sum += a;
+            sq += a * a;
+        }
+    }
+    let var = sq / n.max(1.0) - (sum / n.max(1.0)).powi(2);
+    if !(var.is_finite() && var > 0.0) {
+        return Err(TrainError::Unsupported(format!("the training latents have variance {var}: cannot rescale")));
+    }
+    Ok(var.sqrt())
+}
+
 fn scalar(t: &Tensor) -> Result<f64, TrainError> {
     t.to_dtype(DType::F32).and_then(|t| t.to_scalar::<f32>()).map(|v| v as f64).ctx("reading the loss")
 }
@@ -287,7 +311,11 @@ pub fn train(cfg: &TrainConfig, inputs: Vec<Tensor>, opts: &RunOptions) -> Resul
             .map_err(|e| TrainError::Config { path: cfg.model.config.clone(), reason: e.to_string() })?,
     };
     let cfg_json = serde_json::to_value(cfg).map_err(|e| TrainError::Unsupported(e.to_string()))?;
-    let model_json = serde_json::to_value(&model_cfg).map_err(|e| TrainError::Unsupported(e.to_string()))?;
+    let mut model_json = serde_json::to_value(&model_cfg).map_err(|e| TrainError::Unsupported(e.to_string()))?;
+    let rescale = cfg.model.rescale_latents;
+    if rescale && stage != Stage::Ddpm {
+        return Err(TrainError::Unsupported("[model] rescale_latents applies to stage ddpm only".into()));
+    }
 
     // Weights, optimiser and EMA state: fresh or from the checkpoint.
     let loaded = if opts.resume { Some(checkpoint::load(&opts.out, &dev)?) } else { None };
@@ -302,7 +330,12 @@ pub fn train(cfg: &TrainConfig, inputs: Vec<Tensor>, opts: &RunOptions) -> Resul
                 l.state.stage
             )));
         }
-        if l.state.model_config != model_json {
+        // A rescaled run's checkpoint holds the factor it measured; the same data and seed measure it again below.
+        let mut theirs = l.state.model_config.clone();
+        if rescale {
+            theirs["scale_factor"] = model_json["scale_factor"].clone();
+        }
+        if theirs != model_json {
             return Err(TrainError::Unsupported(format!(
                 "{}: the checkpoint's model configuration differs from this run's",
                 checkpoint::checkpoint_dir(&opts.out).display()
@@ -359,7 +392,11 @@ pub fn train(cfg: &TrainConfig, inputs: Vec<Tensor>, opts: &RunOptions) -> Resul
         &model_cfg.vae_args,
     )
     .ctx("building the AutoencoderKL")?;
-    let scale = model_cfg.scale_factor as f64;
+    let mut scale = model_cfg.scale_factor as f64;
+    if rescale {
+        scale = 1.0 / latent_std(&frozen_ae, &train_x, cfg.run.seed, &dev)?;
+        model_json["scale_factor"] = serde_json::json!(scale as f32);
+    }
     let latents = |xs: &[Tensor], salt: u64| -> Result<Vec<Tensor>, TrainError> {
         xs.iter()
             .enumerate()

@@ -30,15 +30,11 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-/// The demo model's architecture (weights/demo/config.json) at a demo-like resolution: 3 mm, 64×80×64 input
-/// (latent 16×20×16; H and W divisible by the UNet's pooling), all 64 axial slices through the encoder.
+/// The demo model's recipe configuration (config/demo-model.json: 48×64×56 at 3 mm, the sizes weights/demo is
+/// trained at by scripts/train-demo.sh).
 fn demo_like_config() -> ModelConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/demo/config.json");
-    let mut c = ModelConfig::load(&path).expect("weights/demo/config.json");
-    c.data.resize_to = [64, 80, 64];
-    c.data.pixdim = 3.0;
-    c.enc_args.seq_len = 64;
-    c
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/demo-model.json");
+    ModelConfig::load(&path).expect("config/demo-model.json")
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {

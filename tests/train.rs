@@ -49,9 +49,10 @@ fn volume(seed: u64) -> Volume {
     Volume::new(v, Affine::from_spacing_origin([2.0; 3], [0.0; 3]))
 }
 
-/// The demo model's config with tiny sizes: AEKL [4, 8] (latent 3×8³), UNet base 32 ×[1, 1], ConvNeXt 8/16.
+/// The parity fixture `tiny-a`'s config with tiny sizes: AEKL [4, 8] (latent 3×8³), UNet base 32 ×[1, 1],
+/// ConvNeXt 8/16 (not weights/demo's: the demo model's sizes are a training recipe's choice, not the test's).
 fn model_json() -> String {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/demo/config.json");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/shared/ldae/fixtures/tiny-a/config.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(demo).unwrap()).unwrap();
     v["vae_args"]["num_channels"] = serde_json::json!([4, 8]);
     v["vae_args"]["attention_levels"] = serde_json::json!([false, false]);

@@ -211,6 +211,11 @@ pub fn base(ctx: &Ctx, index: usize) -> Obj {
     put_ds(&mut o, tags::RESCALE_SLOPE, &[s.slope]);
     put_ds(&mut o, tags::WINDOW_CENTER, &[s.window_center]);
     put_ds(&mut o, tags::WINDOW_WIDTH, &[s.window_width]);
+    // A LINEAR window must be at least 1 wide (PS3.3 C.11.2.1.2.1); a volume in [0, 1] units needs
+    // LINEAR_EXACT, which allows any width above 0.
+    if s.window_width < 1.0 {
+        put_str(&mut o, tags::VOILUT_FUNCTION, VR::CS, "LINEAR_EXACT");
+    }
     put_str(&mut o, tags::WINDOW_CENTER_WIDTH_EXPLANATION, VR::LO, "SYNTHETIC SERIES 0.5-99.5 PERCENTILE");
     o
 }

@@ -188,8 +188,17 @@ fn similar_export_and_probes_on_a_daemon_filled_store() {
         let args = case.args();
         let got = lines(&ok(&env, &args.iter().map(String::as_str).collect::<Vec<_>>()));
         assert_eq!(got.len(), want.len(), "{args:?}: {got:?} vs numpy {want:?}");
-        for (g, w) in got.iter().zip(want) {
-            assert_eq!(g["series_uid"], w["series_uid"], "{args:?}: {got:?} vs numpy {want:?}");
+        let want_score = |i: usize| want.get(i).and_then(|w| w["score"].as_f64());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            // The order must match numpy's except between scores tied at f32 precision (a trained model's
+            // codes can be nearly collinear: cosines 0.9999989 vs 0.9999988), where ldae's f32 may swap them.
+            let s = want_score(i).expect("score");
+            // The last rank's tie partner may be just outside the list; its score is still checked below.
+            let near = |o: Option<f64>| o.is_some_and(|o| (o - s).abs() < 1e-6);
+            let tied = i + 1 == want.len() || near(i.checked_sub(1).and_then(want_score)) || near(want_score(i + 1));
+            if !tied {
+                assert_eq!(g["series_uid"], w["series_uid"], "{args:?}: {got:?} vs numpy {want:?}");
+            }
             let d = (g["score"].as_f64().expect("score") - w["score"].as_f64().expect("score")).abs();
             worst = worst.max(d);
             assert!(d < 5e-7, "{args:?}: score {} vs numpy {}", g["score"], w["score"]);

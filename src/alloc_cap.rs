@@ -7,7 +7,8 @@
 //! allocation above the cap fail: the parser's fallible reservation (`try_reserve`) then reports an error instead of
 //! taking the memory. The cap is set from what the file can hold, never below what a real file needs.
 //!
-//! Outside [`with_cap`] the allocator is exactly `System`.
+//! Outside [`with_cap`] the allocator is `System`; allocations of [`crate::huge_pages::MIN_BYTES`] and more are
+//! advised for transparent huge pages ([`crate::huge_pages`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -23,7 +24,7 @@ fn cap() -> usize {
     CAP.try_with(Cell::get).unwrap_or(usize::MAX)
 }
 
-// SAFETY: every call is forwarded to `System` unchanged, or answered with null (allocation failure), which the
+// SAFETY: every call is forwarded to `System` unchanged (large results get a paging hint that changes nothing), or answered with null (allocation failure), which the
 // GlobalAlloc contract allows.
 unsafe impl GlobalAlloc for CappedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -31,14 +32,18 @@ unsafe impl GlobalAlloc for CappedAlloc {
             return std::ptr::null_mut();
         }
         // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(layout) }
+        let p = unsafe { System.alloc(layout) };
+        crate::huge_pages::advise(p, layout.size());
+        p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.size() > cap() {
             return std::ptr::null_mut();
         }
         // SAFETY: same layout, forwarded.
-        unsafe { System.alloc_zeroed(layout) }
+        let p = unsafe { System.alloc_zeroed(layout) };
+        crate::huge_pages::advise(p, layout.size());
+        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: ptr was allocated by System with this layout.
@@ -49,7 +54,9 @@ unsafe impl GlobalAlloc for CappedAlloc {
             return std::ptr::null_mut();
         }
         // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        crate::huge_pages::advise(p, new_size);
+        p
     }
 }
 

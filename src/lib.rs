@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dicom;
+mod huge_pages;
 mod io;
 pub mod limits;
 pub mod longitudinal;

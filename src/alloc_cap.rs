@@ -24,8 +24,8 @@ fn cap() -> usize {
     CAP.try_with(Cell::get).unwrap_or(usize::MAX)
 }
 
-// SAFETY: every call is forwarded to `System` unchanged (large results get a paging hint that changes nothing), or answered with null (allocation failure), which the
-// GlobalAlloc contract allows.
+// SAFETY: every call is forwarded to `System` unchanged (large results get a paging hint that changes
+// nothing), or answered with null (allocation failure), which the GlobalAlloc contract allows.
 unsafe impl GlobalAlloc for CappedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() > cap() {

@@ -72,9 +72,8 @@ impl Stats {
     /// selects): `if x < lo` is the min instruction's own rule. A value is whole when it is at least 2^23 in
     /// magnitude (every such f32 is an integer, and the infinities pass here) or when rounding it by adding
     /// and subtracting 2^23 gives it back; NaN fails both. Whole values past i32 and the infinities go to
-    /// float32 storage by their range. The range counts every value but NaN; only when a value is not whole
-    /// (float32 storage) can it include an infinity, and then [`Stats::finite_range`] recomputes it over the
-    /// finite values.
+    /// float32 storage by their range. The range counts every value but NaN; when it includes an infinity
+    /// (float32 storage), [`Stats::finite_range`] recomputes it over the finite values.
     fn of(v: &[f32]) -> Stats {
         const LANES: usize = 16;
         const BIG: f32 = 8_388_608.0; // 2^23
@@ -155,7 +154,7 @@ fn storage_for(vol: &Volume) -> Storage {
 fn stats_of(v: &[f32]) -> (Stats, Storage) {
     let mut stats = v.par_chunks(VOXEL_CHUNK).map(Stats::of).reduce(|| Stats::EMPTY, Stats::join);
     let finite = stats.lo.is_finite() && stats.hi.is_finite();
-    if !stats.whole && !finite {
+    if !finite {
         stats = v.par_chunks(VOXEL_CHUNK).map(Stats::finite_range).reduce(|| Stats::EMPTY, Stats::join);
     }
     let storage = stats.storage();
@@ -466,6 +465,11 @@ mod tests {
             5 => f32::NEG_INFINITY,
             _ => n as f32 - 10.0,
         });
+        let (s, storage) = stats_of(&fortran_order(&v));
+        assert_eq!(storage, Storage::F32);
+        assert_eq!((s.lo, s.hi), (-10.0, 49.0));
+        // Infinities without NaN: whole by the lane rule, still float32 by their range, still left out of it.
+        let v = vol(|n| if n == 4 { f32::INFINITY } else { n as f32 - 10.0 });
         let (s, storage) = stats_of(&fortran_order(&v));
         assert_eq!(storage, Storage::F32);
         assert_eq!((s.lo, s.hi), (-10.0, 49.0));

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::dicom::convert_paths_with;
+use crate::dicom::{convert_paths_each, ConvertedSeries};
 use crate::nifti::write_nifti_unsynced;
 use crate::volume::Volume;
 
@@ -33,21 +33,41 @@ pub struct ConvertArgs {
 pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = if config.exists() { Config::load(config)? } else { Config::default() };
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let report = convert_paths_with(&args.inputs, &cfg.convert, &cfg.limits);
-    let ext = if args.uncompressed { "nii" } else { "nii.gz" };
-    for c in &report.converted {
-        let nii = args.output.join(format!("{}.{ext}", c.file_stem));
-        let json = args.output.join(format!("{}.json", c.file_stem));
-        write_volume(&nii, &c.volume, args.uncompressed).with_context(|| format!("writing {}", nii.display()))?;
-        let text = serde_json::to_vec_pretty(&c.sidecar)?;
-        write_file(&json, &text).with_context(|| format!("writing {}", json.display()))?;
-        let [ni, nj, nk] = c.volume.shape();
-        println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
-    }
-    for r in &report.rejected {
+    // A writer thread takes each series as soon as it is converted: series n is written while n + 1 is decoded,
+    // and at most three volumes are in memory (converting, queued, writing) however many series the input holds.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ConvertedSeries>(1);
+    let (rejected, written) = std::thread::scope(|s| {
+        let writer = s.spawn(|| -> anyhow::Result<()> {
+            for c in rx {
+                write_series(&c, &args.output, args.uncompressed)?;
+            }
+            Ok(())
+        });
+        // A failed send means the writer stopped on an error, which `join` reports; stop converting then.
+        let rejected = convert_paths_each(&args.inputs, &cfg.convert, &cfg.limits, |c| tx.send(c));
+        drop(tx);
+        let written = writer.join().map_err(|_| anyhow::anyhow!("the output writer panicked"))?;
+        anyhow::Ok((rejected, written))
+    })?;
+    written?;
+    let rejected = rejected.map_err(|_| anyhow::anyhow!("the output writer stopped"))?;
+    for r in &rejected {
         eprintln!("rejected: {r}");
     }
-    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Write one series' volume and sidecar into `dir`, and say so on stdout.
+fn write_series(c: &ConvertedSeries, dir: &Path, uncompressed: bool) -> anyhow::Result<()> {
+    let ext = if uncompressed { "nii" } else { "nii.gz" };
+    let nii = dir.join(format!("{}.{ext}", c.file_stem));
+    let json = dir.join(format!("{}.json", c.file_stem));
+    write_volume(&nii, &c.volume, uncompressed).with_context(|| format!("writing {}", nii.display()))?;
+    let text = serde_json::to_vec_pretty(&c.sidecar)?;
+    write_file(&json, &text).with_context(|| format!("writing {}", json.display()))?;
+    let [ni, nj, nk] = c.volume.shape();
+    println!("converted: {} ({ni}x{nj}x{nk}, {} files) -> {}", c.series_uid, c.sources.len(), nii.display());
+    Ok(())
 }
 
 /// Write a volume through a temporary sibling and a rename (readers never see half a file). Unlike the daemon's

@@ -87,6 +87,24 @@ pub fn convert_paths(inputs: &[PathBuf], cfg: &ConvertConfig) -> ConvertReport {
 
 /// Scan + group + convert; every count, length and dimension a file claims is bounded by `limits`.
 pub fn convert_paths_with(inputs: &[PathBuf], cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
+    let mut converted = Vec::new();
+    let rejected = convert_paths_each(inputs, cfg, limits, |c| {
+        converted.push(c);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    ConvertReport { converted, rejected }
+}
+
+/// Scan + group + convert, handing each series to `sink` as soon as it is built (memory holds one volume at a
+/// time, and the caller can write series n while n + 1 is decoded). Returns every rejection, or the first error
+/// `sink` returned (conversion stops there).
+pub fn convert_paths_each<E>(
+    inputs: &[PathBuf],
+    cfg: &ConvertConfig,
+    limits: &Limits,
+    sink: impl FnMut(ConvertedSeries) -> Result<(), E>,
+) -> Result<Vec<Rejection>, E> {
     let (files, mut rejected) = collect_files(inputs);
     let results: Vec<_> = files.par_iter().map(|p| read_header_with(p, limits)).collect();
     let mut headers = Vec::with_capacity(results.len());
@@ -96,10 +114,8 @@ pub fn convert_paths_with(inputs: &[PathBuf], cfg: &ConvertConfig, limits: &Limi
             Err(e) => rejected.push(Rejection::from_error(&e)),
         }
     }
-    let mut report = convert_headers_with(headers, cfg, limits);
-    rejected.append(&mut report.rejected);
-    report.rejected = rejected;
-    report
+    rejected.append(&mut convert_headers_each(headers, cfg, limits, sink)?);
+    Ok(rejected)
 }
 
 /// Convert already-read headers under the default [`Limits`].
@@ -109,12 +125,28 @@ pub fn convert_headers(headers: Vec<InstanceHeader>, cfg: &ConvertConfig) -> Con
 
 /// Convert already-read headers (the daemon's entry point once a series is complete).
 pub fn convert_headers_with(headers: Vec<InstanceHeader>, cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
+    let mut converted = Vec::new();
+    let rejected = convert_headers_each(headers, cfg, limits, |c| {
+        converted.push(c);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    ConvertReport { converted, rejected }
+}
+
+/// Convert already-read headers, handing each series to `sink` as it is built; see [`convert_paths_each`].
+pub fn convert_headers_each<E>(
+    headers: Vec<InstanceHeader>,
+    cfg: &ConvertConfig,
+    limits: &Limits,
+    mut sink: impl FnMut(ConvertedSeries) -> Result<(), E>,
+) -> Result<Vec<Rejection>, E> {
     let (headers, duplicates) = drop_duplicates(headers);
     let (groups, bad_series) = group_stacks(&headers);
-    let mut report = ConvertReport::default();
+    let mut rejected = Vec::new();
     for (uid, reason) in bad_series {
         let files = headers.iter().filter(|h| h.series_instance_uid == uid).map(|h| h.path.clone()).collect();
-        report.rejected.push(Rejection { subject: format!("series {uid}"), reason, files });
+        rejected.push(Rejection { subject: format!("series {uid}"), reason, files });
     }
     let mut stems: HashSet<String> = HashSet::new();
     for g in &groups {
@@ -127,12 +159,12 @@ pub fn convert_headers_with(headers: Vec<InstanceHeader>, cfg: &ConvertConfig, l
                     n += 1;
                 }
                 c.file_stem = stem;
-                report.converted.push(c);
+                sink(c)?;
             }
-            Err(mut r) => report.rejected.append(&mut r),
+            Err(mut r) => rejected.append(&mut r),
         }
     }
-    report
+    Ok(rejected)
 }
 
 /// Keep the first instance of every SOPInstanceUID; return the dropped paths per series UID.

@@ -33,7 +33,7 @@ pub mod writer;
 
 use std::path::PathBuf;
 
-pub use convert::{convert_paths, convert_paths_with, ConvertReport, ConvertedSeries};
+pub use convert::{convert_paths, convert_paths_each, convert_paths_with, ConvertReport, ConvertedSeries};
 pub use read::{read_header, read_header_with, FrameInfo, InstanceHeader, NativePixels};
 pub use reject::{RejectReason, Rejection};
 

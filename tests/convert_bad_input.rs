@@ -95,6 +95,21 @@ fn hostile_file_names_and_descriptions_stay_inside_the_output_folder() {
     assert_eq!(files, vec!["007_etc_passwd_x.json", "007_etc_passwd_x.nii.gz"], "{files:?}");
 }
 
+#[test]
+fn a_write_error_stops_with_exit_2_naming_the_output_file() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("out");
+    // A folder where the volume must go: the rename onto it fails, on the writer thread, mid-conversion.
+    std::fs::create_dir_all(out.join("007_etc_passwd_x.nii.gz")).expect("mkdir");
+    let r =
+        ldae().arg("convert").arg(data_dir().join("hostile_description")).arg("-o").arg(&out).output().expect("run");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "a write error is exit 2: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
+    assert!(stderr.contains("writing ") && stderr.contains("007_etc_passwd_x.nii.gz"), "names the file: {stderr}");
+    assert!(!out.join("007_etc_passwd_x.json").exists(), "no sidecar without its volume");
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).expect("read_dir").flatten() {

@@ -44,18 +44,24 @@ pub fn run(args: ConvertArgs, config: &Path) -> anyhow::Result<ExitCode> {
             Ok(())
         });
         // A failed send means the writer stopped on an error, which `join` reports; stop converting then.
-        let rejected = convert_paths_each(&args.inputs, &cfg.convert, &cfg.limits, |c| tx.send(c));
+        let rejected =
+            convert_paths_each(&args.inputs, &cfg.convert, &cfg.limits, |c| tx.send(c).map_err(|_| WriterStopped));
         drop(tx);
         let written = writer.join().map_err(|_| anyhow::anyhow!("the output writer panicked"))?;
         anyhow::Ok((rejected, written))
     })?;
     written?;
-    let rejected = rejected.map_err(|_| anyhow::anyhow!("the output writer stopped"))?;
+    let rejected = rejected?;
     for r in &rejected {
         eprintln!("rejected: {r}");
     }
     Ok(if rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
+
+/// The writer thread stopped (its own error is the one reported).
+#[derive(Debug, thiserror::Error)]
+#[error("the output writer stopped")]
+struct WriterStopped;
 
 /// Write one series' volume and sidecar into `dir`, and say so on stdout.
 fn write_series(c: &ConvertedSeries, dir: &Path, uncompressed: bool) -> anyhow::Result<()> {

@@ -21,6 +21,8 @@ use std::io::Write;
 
 use crate::volume::Volume;
 
+mod narrow;
+
 /// Uncompressed bytes per gzip member (big enough that the per-member overhead and the lost back-references
 /// at member boundaries cost well under 1% of the size).
 pub(crate) const GZ_CHUNK: usize = 1 << 20;
@@ -192,18 +194,18 @@ fn header(vol: &Volume, description: &str, storage: Storage, stats: Stats) -> [u
 /// through i32 (one vectorised truncating conversion) and then drop the high half, with no clamping.
 fn convert(storage: Storage, src: &[f32], out: &mut Vec<u32>) {
     let words = (src.len() * storage.bytes()).div_ceil(4);
-    out.clear();
+    // Every byte used is overwritten below: a reused buffer of the right size is not cleared again.
     out.resize(words, 0);
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
     let bytes = &mut bytes[..src.len() * storage.bytes()];
     match storage {
         Storage::I16 => {
             let d: &mut [i16] = bytemuck::cast_slice_mut(bytes);
-            d.iter_mut().zip(src).for_each(|(d, &x)| *d = ((x as i32) as i16).to_le());
+            narrow::to_i16(src, d);
         }
         Storage::U16 => {
             let d: &mut [u16] = bytemuck::cast_slice_mut(bytes);
-            d.iter_mut().zip(src).for_each(|(d, &x)| *d = ((x as i32) as u16).to_le());
+            narrow::to_u16(src, d);
         }
         Storage::I32 => {
             let d: &mut [i32] = bytemuck::cast_slice_mut(bytes);
@@ -275,6 +277,25 @@ pub(crate) fn write_to(out: &mut impl Write, vol: &Volume, description: &str, gz
         first = last;
     }
     Ok(())
+}
+
+/// Write the uncompressed `.nii` of `vol` into `file` (from offset 0) with positioned writes: each worker
+/// converts a [`GZ_CHUNK`] of voxels and writes it at its place, so converting one chunk overlaps copying
+/// another into the page cache, and memory stays one chunk per worker.
+pub(crate) fn write_at(file: &std::fs::File, vol: &Volume, description: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let v = fortran_order(vol);
+    let (stats, storage) = stats_of(&v);
+    file.write_all_at(&header(vol, description, storage, stats), 0)?;
+    let size = storage.bytes();
+    let chunks = (VOX_OFFSET + v.len() * size).div_ceil(GZ_CHUNK);
+    (0..chunks).into_par_iter().try_for_each_init(Vec::new, |buf, n| {
+        let voxels = chunk_voxels(&v, size, n);
+        convert(storage, voxels, buf);
+        let bytes: &[u8] = bytemuck::cast_slice(&buf[..]);
+        let at = if n == 0 { VOX_OFFSET } else { n * GZ_CHUNK };
+        file.write_all_at(&bytes[..voxels.len() * size], at as u64)
+    })
 }
 
 /// Header + extension flag + voxels of a single-file `.nii`, the storage type chosen from the values (the

@@ -215,17 +215,33 @@ pub fn decode_slices_into(
     }
     if let Some(native) = h.native_pixels {
         let fmt = Format::from_header(h)?;
-        let bytes = read_native(h, native)?;
-        return cut_into(h, &fmt, &Samples::Bytes(std::borrow::Cow::Borrowed(&bytes[..])), requests, dsts);
+        return with_native(h, native, |bytes| {
+            cut_into(h, &fmt, &Samples::Bytes(std::borrow::Cow::Borrowed(bytes)), requests, dsts)
+        })?;
     }
     let obj = open_full(&h.path, limits)?;
     decode_slices_from_into(&obj, h, requests, dsts)
 }
 
-/// The native Pixel Data value at the range the header scan found, after checking that the element header in
-/// front of it is still Pixel Data with that length (the file may have changed since the scan). The range is
-/// checked against the file's current size before anything is allocated (as the full parse was bounded).
-fn read_native(h: &InstanceHeader, native: super::read::NativePixels) -> Result<Vec<u8>, DicomError> {
+/// Largest read buffer a decoding thread keeps between files (a bigger file gets a buffer of its own).
+const KEPT_BUFFER: usize = 16 << 20;
+
+thread_local! {
+    /// Each decoding thread's read buffer, reused across files so that it is neither allocated nor cleared per
+    /// file (a series is hundreds of files of the same size).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on the native Pixel Data value at the range the header scan found, after checking that the element
+/// header in front of it is still Pixel Data with that length (the file may have changed since the scan). The
+/// element header and the value are read with one positioned read; the range is checked against the file's
+/// current size before anything is allocated (as the full parse was bounded). The file is read, not mapped: a
+/// mapping of a file that another process truncates would kill the daemon with SIGBUS.
+fn with_native<T>(
+    h: &InstanceHeader,
+    native: super::read::NativePixels,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, DicomError> {
     use std::os::unix::fs::FileExt;
     let path = &h.path;
     let io = |e: std::io::Error| DicomError::Io { path: path.clone(), source: e };
@@ -238,19 +254,38 @@ fn read_native(h: &InstanceHeader, native: super::read::NativePixels) -> Result<
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let end = native.offset.checked_add(native.len).filter(|&e| e <= size).ok_or_else(|| changed("size"))?;
-    let mut elem = [0u8; 12];
-    let elem = &mut elem[..head as usize];
-    file.read_exact_at(elem, start).map_err(io)?;
-    let ok_tag = elem[..4] == [0xE0, 0x7F, 0x10, 0x00];
-    let len_at = if native.explicit { 8 } else { 4 };
-    let ok_len =
-        u32::from_le_bytes([elem[len_at], elem[len_at + 1], elem[len_at + 2], elem[len_at + 3]]) as u64 == native.len;
-    if !(ok_tag && ok_len) {
-        return Err(changed("Pixel Data element"));
+    let n = usize::try_from(end - start).map_err(|_| changed("size"))?;
+    let read = |buf: &mut Vec<u8>| -> Result<(), DicomError> {
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        file.read_exact_at(&mut buf[..n], start).map_err(io)?;
+        let elem = &buf[..head as usize];
+        let len_at = if native.explicit { 8 } else { 4 };
+        let ok_tag = elem[..4] == [0xE0, 0x7F, 0x10, 0x00];
+        let ok_len = u32::from_le_bytes([elem[len_at], elem[len_at + 1], elem[len_at + 2], elem[len_at + 3]]) as u64
+            == native.len;
+        if !(ok_tag && ok_len) {
+            return Err(changed("Pixel Data element"));
+        }
+        Ok(())
+    };
+    if n > KEPT_BUFFER {
+        let mut own = Vec::new();
+        read(&mut own)?;
+        return Ok(f(&own[head as usize..n]));
     }
-    let mut buf = vec![0u8; (end - native.offset) as usize];
-    file.read_exact_at(&mut buf, native.offset).map_err(io)?;
-    Ok(buf)
+    READ_BUFFER.with(|cell| {
+        // Re-entry cannot happen (`f` decodes, it reads no file); a fresh buffer keeps that case correct anyway.
+        let mut fresh = Vec::new();
+        let mut kept = cell.try_borrow_mut();
+        let buf = match kept.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut fresh,
+        };
+        read(buf)?;
+        Ok(f(&buf[head as usize..n]))
+    })
 }
 
 /// As [`decode_slices`], from an already parsed object.

@@ -12,7 +12,6 @@
 //! headers are walked the same way, so a deflate bomb is refused after inflating at most the bound.
 
 use crate::io::read_up_to;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 
@@ -20,6 +19,7 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
+use super::prefix::{HeadFile, Prefixed};
 use super::DicomError;
 use crate::limits::Limits;
 
@@ -48,16 +48,20 @@ pub enum PixelExtent {
 /// Does the file's meta group name the deflated transfer syntax? (A cheap look for callers that size buffers.)
 pub fn is_deflated(path: &Path) -> bool {
     let mut head = vec![0u8; 4096];
-    let n = File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)).unwrap_or(0);
+    let n = std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)).unwrap_or(0);
     head[..n].windows(DEFLATED.len()).any(|w| w == DEFLATED.as_bytes())
 }
 
 /// Scan one file (see the module doc); `Ok` says dicom-rs may parse it within the limits.
 pub fn scan(path: &Path, limits: &Limits) -> Result<Scan, DicomError> {
+    scan_open(&HeadFile::open(path)?, path, limits)
+}
+
+/// [`scan`] of a file already opened (its header is then parsed from the same [`HeadFile`]).
+pub fn scan_open(file: &HeadFile, path: &Path, limits: &Limits) -> Result<Scan, DicomError> {
     let io = |e: std::io::Error| DicomError::Io { path: path.to_path_buf(), source: e };
-    let file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let mut r = BufReader::with_capacity(8192, file);
+    let len = file.size();
+    let mut r = BufReader::with_capacity(8192, file.reader());
     let mut head = [0u8; 132];
     let got = read_up_to(&mut r, &mut head).map_err(io)?;
     let (start, meta) = if got == 132 && &head[128..132] == b"DICM" {
@@ -96,15 +100,15 @@ trait Source: Read {
     fn skip(&mut self, n: u64) -> std::io::Result<()>;
 }
 
-struct FileSource(BufReader<File>);
+struct FileSource<'a>(BufReader<Prefixed<'a>>);
 
-impl Read for FileSource {
+impl Read for FileSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buf)
     }
 }
 
-impl Source for FileSource {
+impl Source for FileSource<'_> {
     fn skip(&mut self, n: u64) -> std::io::Result<()> {
         // n is at most the bytes left in the file (checked by the caller), so it fits an i64.
         self.0.seek_relative(i64::try_from(n).unwrap_or(i64::MAX))
@@ -439,7 +443,7 @@ impl<'a, S: Source> Walk<'a, S> {
     }
 }
 
-impl Walk<'_, FileSource> {
+impl Walk<'_, FileSource<'_>> {
     /// Walk the meta group (explicit VR little endian, group 0002); returns the transfer syntax UID.
     fn meta_group(&mut self) -> Result<String, DicomError> {
         let mut ts = String::new();

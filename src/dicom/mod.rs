@@ -23,6 +23,7 @@ pub mod net_peer;
 pub mod net_retry;
 pub mod net_status;
 pub mod pixels;
+pub mod prefix;
 pub mod read;
 pub mod reject;
 pub mod select;

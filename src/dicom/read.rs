@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::{tags, uids};
+use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::{FileDicomObject, OpenFileOptions};
 
@@ -226,19 +227,25 @@ pub type HeaderObject = (FileDicomObject<InMemDicomObject>, super::guard::Scan, 
 /// pre-scanned by [`super::guard::scan`] under `limits`, parsed with single allocations capped
 /// (`alloc_cap`). Every other reader of DICOM attributes (e.g. [`super::snapshot`]) goes through here.
 pub fn open_header_object(path: &Path, limits: &Limits) -> Result<HeaderObject, DicomError> {
-    let meta = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
-    if meta.len() == 0 {
-        return Err(DicomError::Empty { path: path.to_path_buf() });
-    }
-    if !meta.is_file() {
-        return Err(DicomError::NotDicom { path: path.to_path_buf(), reason: "not a regular file".into() });
-    }
-    let scan = super::guard::scan(path, limits)?;
+    let file = super::prefix::HeadFile::open(path)?;
+    let scan = super::guard::scan_open(&file, path, limits)?;
     // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
-    let cap = meta.len().saturating_add(16 << 20).max(limits.max_header_bytes);
-    let obj = crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
-        .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
-    Ok((obj, scan, meta.len()))
+    let cap = file.size().saturating_add(16 << 20).max(limits.max_header_bytes);
+    // The preamble as dicom-rs decides it when it opens a path (a file with `DICM` at neither 128 nor 0 is
+    // read as if it had a preamble, and fails as not DICOM).
+    let mut start = [0u8; 132];
+    let got = crate::io::read_up_to(&mut file.reader(), &mut start)
+        .map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
+    let preamble = if got >= 4 && &start[..4] == b"DICM" && !(got == 132 && &start[128..132] == b"DICM") {
+        ReadPreamble::Never
+    } else {
+        ReadPreamble::Always
+    };
+    let obj = crate::alloc_cap::with_cap(cap, || {
+        OpenFileOptions::new().read_until(tags::PIXEL_DATA).read_preamble(preamble).from_reader(file.reader())
+    })
+    .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
+    Ok((obj, scan, file.size()))
 }
 
 /// Collapse an error and its sources into one line.

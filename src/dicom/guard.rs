@@ -33,6 +33,8 @@ const LONG_VRS: [&[u8; 2]; 13] =
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scan {
     pub pixel_data: Option<PixelExtent>,
+    /// The file starts with `DICM` and no preamble (a parser must not skip 128 bytes first).
+    pub no_preamble: bool,
 }
 
 /// Size of the top-level Pixel Data as stored.
@@ -85,13 +87,16 @@ pub fn scan_open(file: &HeadFile, path: &Path, limits: &Limits) -> Result<Scan, 
         w.explicit = ts != "1.2.840.10008.1.2";
         w.big_endian = ts == "1.2.840.10008.1.2.2";
     }
-    if ts == DEFLATED {
+    let mut scan = if ts == DEFLATED {
         let inflate = InflateSource(flate2::bufread::DeflateDecoder::new(w.src.0));
         let mut d = Walk::new(inflate, path, limits, None, 0);
         d.explicit = true;
-        return d.data_set();
-    }
-    w.data_set()
+        d.data_set()?
+    } else {
+        w.data_set()?
+    };
+    scan.no_preamble = start == 4;
+    Ok(scan)
 }
 
 /// Where the element headers come from: the file itself, or the inflated stream of a deflated data set.

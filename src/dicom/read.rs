@@ -231,16 +231,9 @@ pub fn open_header_object(path: &Path, limits: &Limits) -> Result<HeaderObject, 
     let scan = super::guard::scan_open(&file, path, limits)?;
     // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
     let cap = file.size().saturating_add(16 << 20).max(limits.max_header_bytes);
-    // The preamble as dicom-rs decides it when it opens a path (a file with `DICM` at neither 128 nor 0 is
-    // read as if it had a preamble, and fails as not DICOM).
-    let mut start = [0u8; 132];
-    let got = crate::io::read_up_to(&mut file.reader(), &mut start)
-        .map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?;
-    let preamble = if got >= 4 && &start[..4] == b"DICM" && !(got == 132 && &start[128..132] == b"DICM") {
-        ReadPreamble::Never
-    } else {
-        ReadPreamble::Always
-    };
+    // The preamble as dicom-rs decides it when it opens a path: skipped unless the file starts with `DICM` (a
+    // file with `DICM` at neither 128 nor 0 is read as if it had one, and fails as not DICOM).
+    let preamble = if scan.no_preamble { ReadPreamble::Never } else { ReadPreamble::Always };
     let obj = crate::alloc_cap::with_cap(cap, || {
         OpenFileOptions::new().read_until(tags::PIXEL_DATA).read_preamble(preamble).from_reader(file.reader())
     })
@@ -474,4 +467,31 @@ pub(crate) fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64>
 fn multi_float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
     let v = obj.get(tag)?.to_multi_float64().ok()?;
     (!v.is_empty() && v.iter().all(|f| f.is_finite())).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_without_its_preamble_reads_as_the_original() {
+        // A Part 10 file with the 128-byte preamble cut off (`DICM` at byte 0) is still one a PACS may send:
+        // the pre-scan and the parser must both start at the magic, and give the same header.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dicom/series/explicit_vr_le");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).expect("series").flatten().map(|e| e.path()).collect();
+        files.sort();
+        let original = &files[0];
+        let bytes = std::fs::read(original).expect("read");
+        assert_eq!(&bytes[128..132], b"DICM");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cut = tmp.path().join("cut.dcm");
+        std::fs::write(&cut, &bytes[128..]).expect("write");
+        let a = read_header(original).expect("original");
+        let b = read_header(&cut).expect("without preamble");
+        assert_eq!(a.sop_instance_uid, b.sop_instance_uid);
+        assert_eq!((a.rows, a.columns), (b.rows, b.columns));
+        let (pa, pb) = (a.native_pixels.expect("native"), b.native_pixels.expect("native"));
+        assert_eq!(pa.offset, pb.offset + 128, "the pixel offset moves with the cut");
+        assert_eq!(pa.len, pb.len);
+    }
 }

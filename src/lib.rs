@@ -22,6 +22,7 @@ pub mod model;
 pub mod nifti;
 mod nifti_write;
 pub mod preprocess;
+mod scratch;
 pub mod store;
 pub mod volume;
 

@@ -290,14 +290,7 @@ pub(crate) fn write_at(file: &std::fs::File, vol: &Volume, description: &str) ->
     let size = storage.bytes();
     let chunks = (VOX_OFFSET + v.len() * size).div_ceil(GZ_CHUNK);
     (0..chunks).into_par_iter().try_for_each(|n| {
-        WRITE_BUFFER.with(|cell| {
-            // Never re-entered (nothing below writes a volume); a fresh buffer keeps that case correct anyway.
-            let mut fresh = Vec::new();
-            let mut kept = cell.try_borrow_mut();
-            let buf = match kept.as_deref_mut() {
-                Ok(b) => b,
-                Err(_) => &mut fresh,
-            };
+        crate::scratch::with(&WRITE_BUFFER, |buf| {
             let voxels = chunk_voxels(&v, size, n);
             convert(storage, voxels, buf);
             let bytes: &[u8] = bytemuck::cast_slice(&buf[..]);

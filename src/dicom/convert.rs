@@ -6,6 +6,7 @@
 //! Nothing is dropped silently: every unreadable file and every refused stack is a [`Rejection`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::path::PathBuf;
 
 use ndarray::{Array3, ShapeBuilder};
@@ -87,13 +88,7 @@ pub fn convert_paths(inputs: &[PathBuf], cfg: &ConvertConfig) -> ConvertReport {
 
 /// Scan + group + convert; every count, length and dimension a file claims is bounded by `limits`.
 pub fn convert_paths_with(inputs: &[PathBuf], cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
-    let mut converted = Vec::new();
-    let rejected = convert_paths_each(inputs, cfg, limits, |c| {
-        converted.push(c);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .unwrap_or_else(|never| match never {});
-    ConvertReport { converted, rejected }
+    collected(|sink| convert_paths_each(inputs, cfg, limits, sink))
 }
 
 /// Scan + group + convert, handing each series to `sink` as soon as it is built (memory holds one volume at a
@@ -125,13 +120,7 @@ pub fn convert_headers(headers: Vec<InstanceHeader>, cfg: &ConvertConfig) -> Con
 
 /// Convert already-read headers (the daemon's entry point once a series is complete).
 pub fn convert_headers_with(headers: Vec<InstanceHeader>, cfg: &ConvertConfig, limits: &Limits) -> ConvertReport {
-    let mut converted = Vec::new();
-    let rejected = convert_headers_each(headers, cfg, limits, |c| {
-        converted.push(c);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .unwrap_or_else(|never| match never {});
-    ConvertReport { converted, rejected }
+    collected(|sink| convert_headers_each(headers, cfg, limits, sink))
 }
 
 /// Convert already-read headers, handing each series to `sink` as it is built; see [`convert_paths_each`].
@@ -165,6 +154,18 @@ pub fn convert_headers_each<E>(
         }
     }
     Ok(rejected)
+}
+
+/// A streaming conversion's series gathered into a [`ConvertReport`].
+fn collected(
+    run: impl FnOnce(&mut dyn FnMut(ConvertedSeries) -> Result<(), Infallible>) -> Result<Vec<Rejection>, Infallible>,
+) -> ConvertReport {
+    let mut converted = Vec::new();
+    let Ok(rejected) = run(&mut |c| {
+        converted.push(c);
+        Ok(())
+    });
+    ConvertReport { converted, rejected }
 }
 
 /// Keep the first instance of every SOPInstanceUID; return the dropped paths per series UID.

@@ -275,14 +275,7 @@ fn with_native<T>(
         read(&mut own)?;
         return Ok(f(&own[head as usize..n]));
     }
-    READ_BUFFER.with(|cell| {
-        // Re-entry cannot happen (`f` decodes, it reads no file); a fresh buffer keeps that case correct anyway.
-        let mut fresh = Vec::new();
-        let mut kept = cell.try_borrow_mut();
-        let buf = match kept.as_deref_mut() {
-            Ok(b) => b,
-            Err(_) => &mut fresh,
-        };
+    crate::scratch::with(&READ_BUFFER, |buf| {
         read(buf)?;
         Ok(f(&buf[head as usize..n]))
     })

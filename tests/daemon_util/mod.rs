@@ -162,7 +162,8 @@ impl Env {
         serde_json::from_str(&out).ok()
     }
 
-    /// All logs so far (for failure messages).
+    /// All logs so far (for failure messages): each log's last 40 lines, every warning and error in it, and
+    /// the quarantine list (a failure is often a file quarantined long before the tail).
     pub fn logs(&self) -> String {
         let mut s = String::new();
         for n in 0..200 {
@@ -171,8 +172,12 @@ impl Env {
                     "--- serve-{n}.log\n{}\n",
                     t.lines().rev().take(40).collect::<Vec<_>>().join("\n")
                 ));
+                let warnings: Vec<&str> = t.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+                s.push_str(&format!("--- serve-{n}.log warnings and errors\n{}\n", warnings.join("\n")));
             }
         }
+        let (_, out, err) = self.ldae(&["quarantine", "list"]);
+        s.push_str(&format!("--- ldae quarantine list\n{out}{err}\n"));
         s
     }
 }

@@ -190,8 +190,8 @@ fn header(vol: &Volume, description: &str, storage: Storage, stats: Stats) -> [u
 }
 
 /// Voxels as stored, little-endian, appended to `out` (a word buffer, so every storage type's view is aligned).
-/// The integer storages only ever get whole values in their range (see [`Stats::storage`]), so the casts go
-/// through i32 (one vectorised truncating conversion) and then drop the high half, with no clamping.
+/// The integer storages only ever get whole values in their range (see [`Stats::storage`]), so no rounding or
+/// clamping is needed: int16/uint16 go through [`narrow`], int32 through a plain truncating cast.
 fn convert(storage: Storage, src: &[f32], out: &mut Vec<u32>) {
     let words = (src.len() * storage.bytes()).div_ceil(4);
     // Every byte used is overwritten below: a reused buffer of the right size is not cleared again.

@@ -35,6 +35,8 @@ pub struct Scan {
     pub pixel_data: Option<PixelExtent>,
     /// The file starts with `DICM` and no preamble (a parser must not skip 128 bytes first).
     pub no_preamble: bool,
+    /// The meta group names the deflated transfer syntax (the data set inflates past the file's size).
+    pub deflated: bool,
 }
 
 /// Size of the top-level Pixel Data as stored.
@@ -45,13 +47,6 @@ pub enum PixelExtent {
     Native { bytes: u64, offset: Option<u64> },
     /// Encapsulated: fragments after the Basic Offset Table, and the offset table's entry count.
     Encapsulated { fragments: u64, offsets: u64 },
-}
-
-/// Does the file's meta group name the deflated transfer syntax? (A cheap look for callers that size buffers.)
-pub fn is_deflated(path: &Path) -> bool {
-    let mut head = vec![0u8; 4096];
-    let n = std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)).unwrap_or(0);
-    head[..n].windows(DEFLATED.len()).any(|w| w == DEFLATED.as_bytes())
 }
 
 /// Scan one file (see the module doc); `Ok` says dicom-rs may parse it within the limits.
@@ -87,7 +82,8 @@ pub fn scan_open(file: &HeadFile, path: &Path, limits: &Limits) -> Result<Scan, 
         w.explicit = ts != "1.2.840.10008.1.2";
         w.big_endian = ts == "1.2.840.10008.1.2.2";
     }
-    let mut scan = if ts == DEFLATED {
+    let deflated = ts == DEFLATED;
+    let mut scan = if deflated {
         let inflate = InflateSource(flate2::bufread::DeflateDecoder::new(w.src.0));
         let mut d = Walk::new(inflate, path, limits, None, 0);
         d.explicit = true;
@@ -96,6 +92,7 @@ pub fn scan_open(file: &HeadFile, path: &Path, limits: &Limits) -> Result<Scan, 
         w.data_set()?
     };
     scan.no_preamble = start == 4;
+    scan.deflated = deflated;
     Ok(scan)
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use dicom_core::value::{PrimitiveValue, Value};
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
@@ -137,13 +137,11 @@ impl Samples<'_> {
 
 /// Open the whole file (pixels included), after the pre-scan has bounded it ([`super::guard`]).
 pub fn open_full(path: &Path, limits: &Limits) -> Result<DefaultDicomObject, DicomError> {
-    super::guard::scan(path, limits)?;
+    let file = super::prefix::HeadFile::open(path)?;
+    let scan = super::guard::scan_open(&file, path, limits)?;
     // No value is larger than the file, unless deflated (then bounded by max_inflated_bytes, walked by the scan).
-    let len = std::fs::metadata(path).map_err(|e| DicomError::Io { path: path.to_path_buf(), source: e })?.len();
-    let deflated = super::guard::is_deflated(path);
-    let cap = if deflated { limits.max_inflated_bytes } else { len.saturating_add(16 << 20) };
-    crate::alloc_cap::with_cap(cap, || OpenFileOptions::new().open_file(path))
-        .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
+    let cap = if scan.deflated { limits.max_inflated_bytes } else { file.size().saturating_add(16 << 20) };
+    super::read::parse_opened(&file, &scan, path, cap, None)
 }
 
 /// Check, without decoding, that every frame codestream of an encapsulated file agrees with its header (see

@@ -3,7 +3,7 @@
 //! Reading a header used to open the file three times (a size check, the pre-scan of [`super::guard`], then
 //! dicom-rs), each with its own buffered reads and seeks — seventeen system calls per file, a third of
 //! `ldae convert`'s time on a series of small files. [`HeadFile::open`] stats and opens the file once and reads
-//! its first [`HEAD`] bytes with one positioned read; the pre-scan and the parser then read through
+//! its first [`HEAD`] bytes with one read; the pre-scan and the parser then read through
 //! [`Prefixed`] cursors, which serve those bytes from memory and anything further (a long header, the end of
 //! the file) with positioned reads of the same descriptor, bounded by the size the file had when it was opened.
 
@@ -39,15 +39,8 @@ impl HeadFile {
         let file = File::open(path).map_err(io)?;
         let want = meta.len().min(HEAD as u64) as usize;
         let mut head = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            match file.read_at(&mut head[got..], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io(e)),
-            }
-        }
+        // A freshly opened file reads from its start.
+        let got = crate::io::read_up_to(&mut &file, &mut head).map_err(io)?;
         // A file that shrank since the stat ends where its bytes end.
         head.truncate(got);
         let len = if got < want { got as u64 } else { meta.len() };

@@ -231,14 +231,30 @@ pub fn open_header_object(path: &Path, limits: &Limits) -> Result<HeaderObject, 
     let scan = super::guard::scan_open(&file, path, limits)?;
     // No value in the header is larger than the file (or, deflated, than max_header_bytes inflated).
     let cap = file.size().saturating_add(16 << 20).max(limits.max_header_bytes);
-    // The preamble as dicom-rs decides it when it opens a path: skipped unless the file starts with `DICM` (a
-    // file with `DICM` at neither 128 nor 0 is read as if it had one, and fails as not DICOM).
-    let preamble = if scan.no_preamble { ReadPreamble::Never } else { ReadPreamble::Always };
-    let obj = crate::alloc_cap::with_cap(cap, || {
-        OpenFileOptions::new().read_until(tags::PIXEL_DATA).read_preamble(preamble).from_reader(file.reader())
-    })
-    .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })?;
+    let obj = parse_opened(&file, &scan, path, cap, Some(tags::PIXEL_DATA))?;
     Ok((obj, scan, file.size()))
+}
+
+/// Parse a pre-scanned file with dicom-rs, up to `until` (the whole file when `None`), every single
+/// allocation capped at `cap` bytes. The preamble is taken as dicom-rs decides it when it opens a path: skipped
+/// unless the file starts with `DICM` (a file with `DICM` at neither 128 nor 0 is read as if it had one, and
+/// fails as not DICOM).
+pub(crate) fn parse_opened(
+    file: &super::prefix::HeadFile,
+    scan: &super::guard::Scan,
+    path: &Path,
+    cap: u64,
+    until: Option<dicom_core::Tag>,
+) -> Result<FileDicomObject<InMemDicomObject>, DicomError> {
+    let preamble = if scan.no_preamble { ReadPreamble::Never } else { ReadPreamble::Always };
+    crate::alloc_cap::with_cap(cap, || {
+        let options = OpenFileOptions::new().read_preamble(preamble);
+        match until {
+            Some(tag) => options.read_until(tag).from_reader(file.reader()),
+            None => options.from_reader(file.reader()),
+        }
+    })
+    .map_err(|e| DicomError::NotDicom { path: path.to_path_buf(), reason: one_line(&e) })
 }
 
 /// Collapse an error and its sources into one line.

@@ -57,6 +57,22 @@ pub struct FdEntry {
     pub analytic: f64,
     pub numeric: f64,
     pub rel: f64,
+    /// Rounding bound of the numeric estimate (f32 differences of a whole network): an |analytic − numeric|
+    /// below it cannot be told from rounding. 0 where the differences carry no such bound.
+    pub noise: f64,
+}
+
+impl FdEntry {
+    /// How far past the tolerance the entry is (≥ 1: it fails): its relative error over `tol`, unless the
+    /// absolute difference lies within the rounding bound, which no gradient error can be told from.
+    pub fn excess(&self, tol: f64) -> f64 {
+        let rel = self.rel / tol;
+        if self.noise > 0.0 {
+            rel.min((self.analytic - self.numeric).abs() / self.noise)
+        } else {
+            rel
+        }
+    }
 }
 
 /// All probed entries; [`FdReport::worst`] is the one with the largest relative error.
@@ -70,6 +86,11 @@ impl FdReport {
         self.entries.iter().copied().max_by(|a, b| a.rel.total_cmp(&b.rel))
     }
 
+    /// The entry furthest past `tol` (see [`FdEntry::excess`]).
+    pub fn worst_against(&self, tol: f64) -> Option<FdEntry> {
+        self.entries.iter().copied().max_by(|a, b| a.excess(tol).total_cmp(&b.excess(tol)))
+    }
+
     /// The largest relative error (0 when nothing was probed).
     pub fn worst_rel(&self) -> f64 {
         self.worst().map_or(0.0, |e| e.rel)
@@ -77,8 +98,7 @@ impl FdReport {
 }
 
 /// Relative error with a floor: `|a − n| / max(|a|, |n|, floor)`, the floor (a small fraction of the input's
-/// largest gradient, and for f32 differences their rounding bound) keeping near-zero entries from reporting
-/// pure rounding as a large error.
+/// largest gradient) keeping near-zero entries from reporting pure rounding as a large error.
 fn rel_err(a: f64, n: f64, floor: f64) -> f64 {
     (a - n).abs() / a.abs().max(n.abs()).max(floor).max(f64::MIN_POSITIVE)
 }
@@ -145,7 +165,14 @@ where
             let (hi, lo) = (held(values[j] + opts.step), held(values[j] - opts.step));
             let numeric = (at(hi)? - at(lo)?) / (hi - lo);
             let a = analytic[j];
-            report.entries.push(FdEntry { input: i, index: j, analytic: a, numeric, rel: rel_err(a, numeric, floor) });
+            report.entries.push(FdEntry {
+                input: i,
+                index: j,
+                analytic: a,
+                numeric,
+                rel: rel_err(a, numeric, floor),
+                noise: 0.0,
+            });
         }
     }
     Ok(report)
@@ -171,7 +198,7 @@ where
     let r = Tensor::from_vec(weights.iter().map(|&v| v as f32).collect::<Vec<_>>(), out.shape(), out.device())?;
     let grads = out.mul(&r)?.sum_all()?.backward()?;
     // Σ|o·r|: an f32 evaluation of the loss is off by up to about ε·Σ|o·r|, so a difference quotient over a
-    // step Δ carries that much over Δ of pure rounding (the floor for entries whose true gradient is ~0).
+    // step Δ carries that much over Δ of pure rounding (each entry's `noise`).
     let magnitude: f64 = out
         .to_dtype(DType::F64)?
         .flatten_all()?
@@ -213,14 +240,14 @@ where
         let (hi, lo) = ((x0 as f64 + step) as f32, (x0 as f64 - step) as f32);
         let numeric = (at(hi)? - at(lo)?) / (hi as f64 - lo as f64);
         var.set(&original)?;
-        let floor = scale_floor.max(f32::EPSILON as f64 * magnitude / (hi as f64 - lo as f64));
         let a = analytic[pr.index];
         report.entries.push(FdEntry {
             input: pr.var,
             index: pr.index,
             analytic: a,
             numeric,
-            rel: rel_err(a, numeric, floor),
+            rel: rel_err(a, numeric, scale_floor),
+            noise: f32::EPSILON as f64 * magnitude / (hi as f64 - lo as f64),
         });
     }
     Ok(report)

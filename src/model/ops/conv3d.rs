@@ -1,14 +1,17 @@
 //! 3-D convolution (candle 0.11 has none): `[N,Ci,D,H,W] * [Co,Ci,kd,kh,kw] + b → [N,Co,Do,Ho,Wo]` with
 //! per-axis stride and separate before/after zero padding (the AEKL's Downsample pads only at the end).
 //!
-//! CPU: a candle `CustomOp3` that, for every output depth slice (in parallel with rayon), unfolds the needed
-//! input window into a `[Ci·kd·kh·kw, tile]` column matrix and multiplies it with the weight (which, contiguous,
-//! already is the `[Co, Ci·kd·kh·kw]` matrix) with the `gemm` crate, writing straight into the output with the
-//! bias as the accumulator's start value. Columns are tiled so the unfolded buffer stays small.
+//! CPU: a candle `CustomOp3` that cuts the output rows (counted across depth slices) into tiles, unfolds each
+//! tile's input windows into a `[Ci·kd·kh·kw, rows·Wo]` column matrix in a per-thread buffer, and multiplies
+//! it with the weight (which, contiguous, already is the `[Co, Ci·kd·kh·kw]` matrix) with the `gemm` crate,
+//! writing straight into the output with the bias as the accumulator's start value. Tiles run in parallel
+//! with rayon; when there are fewer tiles than threads, each gemm splits itself across the threads instead.
 //! Other devices (CUDA): depth-folded conv2d through candle's own kernels (one conv2d per depth tap).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::matmul::{matmul, Strided};
 
 /// Geometry of a 3-D convolution: stride and zero padding per spatial axis (D, H, W).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +104,12 @@ struct Conv3dCpu(Conv3dParams);
 /// Unfolded-column budget per tile (floats).
 pub(super) const COL_BUDGET: usize = 1 << 20;
 
+thread_local! {
+    /// Each thread's unfolded-column buffer, kept between convolutions (forward and gradients): a fresh one
+    /// per call would be a fresh multi-MiB allocation whose pages the kernel zeroes on first touch.
+    pub(super) static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl CustomOp3 for Conv3dCpu {
     fn name(&self) -> &'static str {
         "ldae-conv3d"
@@ -141,55 +150,44 @@ impl CustomOp3 for Conv3dCpu {
         let (n, ci, d, h, wd) = l1.shape().dims5()?;
         let (co, _, kd, kh, kw) = l2.shape().dims5()?;
         let (od, oh, ow) = (p.out_len(0, d, kd)?, p.out_len(1, h, kh)?, p.out_len(2, wd, kw)?);
-        let g = Geom { ci, d, h, w: wd, kd, kh, kw, ow };
+        let g = Geom { ci, d, h, w: wd, kd, kh, kw, oh, ow };
         let kdim = ci * kd * kh * kw;
-        let plane = oh * ow;
-        let vol_out = od * plane;
+        let vol_out = od * oh * ow;
         let mut out = vec![0f32; n * co * vol_out];
         // Fill with bias (gemm accumulates onto it).
         for (i, chunk) in out.chunks_mut(vol_out).enumerate() {
             chunk.fill(b[i % co]);
         }
-        // Rows of output per tile so that the column buffer stays under budget.
-        let rows_per_tile = (COL_BUDGET / (kdim * ow).max(1)).clamp(1, oh);
+        // Tiles of whole output rows, counted across depth slices (row g is depth g / oh, row g % oh), so that a
+        // small deep-level volume is one gemm that reads its weight once instead of one gemm per depth slice.
+        let tiling = RowTiling::new(n, kdim, ow, od * oh);
+        let inner = tiling.gemm_parallelism();
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let jobs: Vec<(usize, usize, usize)> = (0..n)
-            .flat_map(|bi| (0..od).flat_map(move |z| (0..oh).step_by(rows_per_tile).map(move |r| (bi, z, r))))
-            .collect();
-        jobs.par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, &(bi, z, r0)| {
-            let rows = rows_per_tile.min(oh - r0);
-            let ncols = rows * ow;
-            col.resize(kdim * ncols, 0.0);
-            let xb = &x[bi * ci * d * h * wd..(bi + 1) * ci * d * h * wd];
-            unfold_tile(xb, &g, &p, z, r0, rows, col);
-            // out[bi, :, z, r0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
-            let dst_off = bi * co * vol_out + z * plane + r0 * ow;
-            // SAFETY: every job writes a disjoint set of output elements (its own (bi, z, rows) window of each
-            // channel); `out` outlives the parallel loop; the sizes passed match the buffers.
-            unsafe {
-                gemm::gemm(
-                    co,
-                    ncols,
-                    kdim,
-                    out_ptr.get().add(dst_off),
-                    1,
-                    vol_out as isize,
-                    true,
-                    w.as_ptr(),
-                    1,
-                    kdim as isize,
-                    col.as_ptr(),
-                    1,
-                    ncols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+        let job = |&tile: &(usize, usize)| {
+            tiling.unfolded(x, &g, &p, tile, |col, ncols| {
+                // out[bi, :, rows g0.., :] (Co x ncols, row stride vol_out) += w (Co x kdim) * col (kdim x ncols)
+                let dst_off = tile.0 * co * vol_out + tile.1 * ow;
+                // SAFETY: every job writes a disjoint set of output elements (its own (bi, rows) window of each
+                // channel); `out` outlives the loop; the sizes passed match the buffers.
+                unsafe {
+                    matmul(
+                        co,
+                        ncols,
+                        kdim,
+                        Strided::rows(out_ptr.get().add(dst_off), vol_out),
+                        true,
+                        Strided::rows(w.as_ptr(), kdim),
+                        Strided::rows(col.as_ptr(), ncols),
+                        inner,
+                    );
+                }
+            })
+        };
+        if tiling.split_gemm {
+            tiling.jobs.iter().for_each(job);
+        } else {
+            tiling.jobs.par_iter().for_each(job);
+        }
         Ok((CpuStorage::F32(out), Shape::from((n, co, od, oh, ow))))
     }
 }
@@ -204,38 +202,90 @@ pub(super) struct Geom {
     pub kd: usize,
     pub kh: usize,
     pub kw: usize,
+    pub oh: usize,
     pub ow: usize,
 }
 
-/// Unfold the input window of output depth `z`, output rows `r0..r0 + rows`, of one sample `xb` [Ci,D,H,W]
-/// into `col` [Ci·kd·kh·kw, rows·ow]: row index (c, a, bb, cc), column (oy - r0, ox); zero where the window
-/// reads padding. Shared by the forward and the weight gradient.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn unfold_tile(xb: &[f32], g: &Geom, p: &Conv3dParams, z: usize, r0: usize, rows: usize, col: &mut [f32]) {
-    let Geom { ci, d, h, w: wd, kd, kh, kw, ow } = *g;
+/// Output rows per tile so that the unfolded columns (`kdim` rows of `rows · ow`) stay under [`COL_BUDGET`].
+pub(super) fn rows_per_tile(kdim: usize, ow: usize, rows: usize) -> usize {
+    (COL_BUDGET / (kdim * ow).max(1)).clamp(1, rows.max(1))
+}
+
+/// How the forward and the weight gradient cut a convolution's output rows (all depth slices of every
+/// sample, `rows` per sample) into tiles that each unfold into one thread's column buffer.
+pub(super) struct RowTiling {
+    rows_per_tile: usize,
+    rows: usize,
+    /// `(sample, first row)` of every tile.
+    pub jobs: Vec<(usize, usize)>,
+    /// Fewer tiles than threads: the tiles run one after another and each gemm splits itself across threads.
+    pub split_gemm: bool,
+}
+
+impl RowTiling {
+    pub(super) fn new(n: usize, kdim: usize, ow: usize, rows: usize) -> Self {
+        let rows_per_tile = rows_per_tile(kdim, ow, rows);
+        let jobs: Vec<_> = (0..n).flat_map(|bi| (0..rows).step_by(rows_per_tile).map(move |g| (bi, g))).collect();
+        let split_gemm = jobs.len() < rayon::current_num_threads();
+        RowTiling { rows_per_tile, rows, jobs, split_gemm }
+    }
+
+    /// The parallelism each tile's gemm gets.
+    pub(super) fn gemm_parallelism(&self) -> gemm::Parallelism {
+        if self.split_gemm {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+
+    /// Unfold tile `(sample, first row)` of `x` (all samples, [N,Ci,D,H,W]) into this thread's column buffer
+    /// and call `f(columns [kdim, ncols], ncols)`.
+    pub(super) fn unfolded<R>(
+        &self,
+        x: &[f32],
+        g: &Geom,
+        p: &Conv3dParams,
+        (bi, g0): (usize, usize),
+        f: impl FnOnce(&[f32], usize) -> R,
+    ) -> R {
+        crate::scratch::with(&COLUMNS, |col| {
+            let rows = self.rows_per_tile.min(self.rows - g0);
+            let ncols = rows * g.ow;
+            col.resize(g.ci * g.kd * g.kh * g.kw * ncols, 0.0);
+            let sample = g.ci * g.d * g.h * g.w;
+            unfold_rows(&x[bi * sample..(bi + 1) * sample], g, p, g0, rows, col);
+            f(col, ncols)
+        })
+    }
+}
+
+/// Unfold the input windows of output rows `g0..g0 + rows` of one sample `xb` [Ci,D,H,W] into `col`
+/// [Ci·kd·kh·kw, rows·ow]: output row `g` is depth `g / oh`, row `g % oh` (tiles may span depth slices); row
+/// index (c, a, bb, cc), column (g - g0, ox); zero where the window reads padding. Shared by the forward and
+/// the weight gradient.
+fn unfold_rows(xb: &[f32], g: &Geom, p: &Conv3dParams, g0: usize, rows: usize, col: &mut [f32]) {
+    let Geom { ci, d, h, w: wd, kd, kh, kw, oh, ow } = *g;
     let ncols = rows * ow;
     let mut row = 0;
     for c in 0..ci {
         let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
         for a in 0..kd {
-            let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
             for bb in 0..kh {
                 for cc in 0..kw {
                     let dst = &mut col[row * ncols..(row + 1) * ncols];
                     row += 1;
-                    if iz < 0 || iz >= d as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let xz = &xc[iz as usize * h * wd..(iz as usize + 1) * h * wd];
-                    for oy in 0..rows {
-                        let iy = ((r0 + oy) * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
-                        let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy >= h as isize {
+                    for r in 0..rows {
+                        let (z, oy) = ((g0 + r) / oh.max(1), (g0 + r) % oh.max(1));
+                        let drow = &mut dst[r * ow..(r + 1) * ow];
+                        let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
+                        let iy = (oy * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
+                        if iz < 0 || iz >= d as isize || iy < 0 || iy >= h as isize {
                             drow.fill(0.0);
                             continue;
                         }
-                        let xr = &xz[iy as usize * wd..(iy as usize + 1) * wd];
+                        let base = (iz as usize * h + iy as usize) * wd;
+                        let xr = &xc[base..base + wd];
                         let off = cc as isize - p.pad_before[2] as isize;
                         if p.stride[2] == 1 {
                             // Valid ox range: 0 <= ox + off < wd.

@@ -13,7 +13,9 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv3d::{unfold_tile, Conv3dParams, Geom, COL_BUDGET};
+use super::matmul::{matmul, Strided};
+
+use super::conv3d::{rows_per_tile, Conv3dParams, Geom, RowTiling, COLUMNS};
 
 /// Gradients of `conv3d(x, w, b)` for the output gradient `grad`; `None` for an operand nothing tracks.
 pub(super) fn backward(
@@ -49,11 +51,6 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, &format!("conv3d backward: {what}"))
 }
 
-/// Output rows per tile so that a `[kdim, rows·ow]` column buffer stays under the budget.
-fn rows_per_tile(kdim: usize, ow: usize, oh: usize) -> usize {
-    (COL_BUDGET / (kdim * ow).max(1)).clamp(1, oh.max(1))
-}
-
 /// dW from (x, grad): `[N,Ci,D,H,W]`, `[N,Co,Do,Ho,Wo]` → `[Co,Ci,kd,kh,kw]`.
 struct FilterGrad {
     p: Conv3dParams,
@@ -74,53 +71,39 @@ impl CustomOp2 for FilterGrad {
         if gn != n || (od, oh, ow) != (p.out_len(0, d, kd)?, p.out_len(1, h, kh)?, p.out_len(2, wd, kw)?) {
             candle_core::bail!("conv3d backward: gradient {:?} does not fit input {:?}", l2.shape(), l1.shape());
         }
-        let geom = Geom { ci, d, h, w: wd, kd, kh, kw, ow };
+        let geom = Geom { ci, d, h, w: wd, kd, kh, kw, oh, ow };
         let kdim = ci * kd * kh * kw;
-        let (plane, vol_out) = (oh * ow, od * oh * ow);
-        let rpt = rows_per_tile(kdim, ow, oh);
-        let jobs: Vec<(usize, usize, usize)> =
-            (0..n).flat_map(|bi| (0..od).flat_map(move |z| (0..oh).step_by(rpt).map(move |r| (bi, z, r)))).collect();
-        let dw = jobs
+        let vol_out = od * oh * ow;
+        // Tiles of output rows across depth slices, as in the forward.
+        let tiling = RowTiling::new(n, kdim, ow, od * oh);
+        let inner = tiling.gemm_parallelism();
+        let dw = tiling
+            .jobs
             .par_iter()
             .fold(
-                || (vec![0f32; co * kdim], Vec::new()),
-                |(mut acc, mut col): (Vec<f32>, Vec<f32>), &(bi, z, r0)| {
-                    let rows = rpt.min(oh - r0);
-                    let ncols = rows * ow;
-                    col.resize(kdim * ncols, 0.0);
-                    let xb = &x[bi * ci * d * h * wd..(bi + 1) * ci * d * h * wd];
-                    unfold_tile(xb, &geom, &p, z, r0, rows, &mut col);
-                    let g_off = bi * co * vol_out + z * plane + r0 * ow;
-                    // SAFETY: acc is [co, kdim] (row stride kdim); the gradient tile is [co, ncols] with row
-                    // stride vol_out starting at g_off, whose last element (co-1)·vol_out + ncols - 1 lies
-                    // inside g; colᵀ is [ncols, kdim] read from col [kdim, ncols].
-                    unsafe {
-                        gemm::gemm(
-                            co,
-                            kdim,
-                            ncols,
-                            acc.as_mut_ptr(),
-                            1,
-                            kdim as isize,
-                            true,
-                            g.as_ptr().add(g_off),
-                            1,
-                            vol_out as isize,
-                            col.as_ptr(),
-                            ncols as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    (acc, col)
+                || vec![0f32; co * kdim],
+                |mut acc: Vec<f32>, &tile| {
+                    tiling.unfolded(x, &geom, &p, tile, |col, ncols| {
+                        let g_off = tile.0 * co * vol_out + tile.1 * ow;
+                        // SAFETY: acc is [co, kdim] (row stride kdim); the gradient tile is [co, ncols] with row
+                        // stride vol_out starting at g_off, whose last element (co-1)·vol_out + ncols - 1 lies
+                        // inside g; colᵀ is [ncols, kdim] read from col [kdim, ncols].
+                        unsafe {
+                            matmul(
+                                co,
+                                kdim,
+                                ncols,
+                                Strided::rows(acc.as_mut_ptr(), kdim),
+                                true,
+                                Strided::rows(g.as_ptr().add(g_off), vol_out),
+                                Strided::transposed(col.as_ptr(), ncols),
+                                inner,
+                            );
+                        }
+                    });
+                    acc
                 },
             )
-            .map(|(acc, _)| acc)
             .reduce(
                 || vec![0f32; co * kdim],
                 |mut a, b| {
@@ -170,53 +153,44 @@ impl CustomOp2 for DataGrad {
         let jobs: Vec<(usize, usize)> = (0..n).flat_map(|bi| (0..d).map(move |iz| (bi, iz))).collect();
         let slices: Vec<Vec<f32>> = jobs
             .par_iter()
-            .map_init(Vec::new, |col: &mut Vec<f32>, &(bi, iz)| {
-                // acc [Ci, H, W]: the gradient of input slice (bi, :, iz).
-                let mut acc = vec![0f32; ci * in_plane];
-                for a in 0..kd {
-                    // Output depth z reads iz through tap a when z·s + a - pad = iz.
-                    let num = (iz + p.pad_before[0]) as isize - a as isize;
-                    if num < 0 || num as usize % p.stride[0] != 0 {
-                        continue;
-                    }
-                    let z = num as usize / p.stride[0];
-                    if z >= od {
-                        continue;
-                    }
-                    for r0 in (0..oh).step_by(rpt) {
-                        let rows = rpt.min(oh - r0);
-                        let ncols = rows * ow;
-                        col.resize(krow * ncols, 0.0);
-                        let g_off = bi * co * vol_out + z * plane + r0 * ow;
-                        // SAFETY: wt[a] is [krow, co] contiguous; the gradient tile [co, ncols] (row stride
-                        // vol_out from g_off) lies inside g; col is [krow, ncols]; read_dst is false.
-                        unsafe {
-                            gemm::gemm(
-                                krow,
-                                ncols,
-                                co,
-                                col.as_mut_ptr(),
-                                1,
-                                ncols as isize,
-                                false,
-                                wt.as_ptr().add(a * krow * co),
-                                1,
-                                co as isize,
-                                g.as_ptr().add(g_off),
-                                1,
-                                vol_out as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
+            .map(|&(bi, iz)| {
+                crate::scratch::with(&COLUMNS, |col| {
+                    // acc [Ci, H, W]: the gradient of input slice (bi, :, iz).
+                    let mut acc = vec![0f32; ci * in_plane];
+                    for a in 0..kd {
+                        // Output depth z reads iz through tap a when z·s + a - pad = iz.
+                        let num = (iz + p.pad_before[0]) as isize - a as isize;
+                        if num < 0 || num as usize % p.stride[0] != 0 {
+                            continue;
                         }
-                        fold_tile(col, &mut acc, ci, kh, kw, h, wd, ow, r0, rows, &p);
+                        let z = num as usize / p.stride[0];
+                        if z >= od {
+                            continue;
+                        }
+                        for r0 in (0..oh).step_by(rpt) {
+                            let rows = rpt.min(oh - r0);
+                            let ncols = rows * ow;
+                            col.resize(krow * ncols, 0.0);
+                            let g_off = bi * co * vol_out + z * plane + r0 * ow;
+                            // SAFETY: wt[a] is [krow, co] contiguous; the gradient tile [co, ncols] (row stride
+                            // vol_out from g_off) lies inside g; col is [krow, ncols], written over.
+                            unsafe {
+                                matmul(
+                                    krow,
+                                    ncols,
+                                    co,
+                                    Strided::rows(col.as_mut_ptr(), ncols),
+                                    false,
+                                    Strided::rows(wt.as_ptr().add(a * krow * co), co),
+                                    Strided::rows(g.as_ptr().add(g_off), vol_out),
+                                    gemm::Parallelism::None,
+                                );
+                            }
+                            fold_tile(col, &mut acc, ci, kh, kw, h, wd, ow, r0, rows, &p);
+                        }
                     }
-                }
-                acc
+                    acc
+                })
             })
             .collect();
         let mut dx = vec![0f32; n * ci * d * in_plane];

@@ -9,6 +9,7 @@ mod depthwise_grad;
 pub mod grad_checks;
 pub mod layer_norm;
 mod layer_norm_grad;
+mod matmul;
 pub mod resample;
 pub mod softmax;
 

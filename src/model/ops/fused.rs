@@ -55,7 +55,7 @@ impl CustomOp2 for BiasGelu {
             for (orow, yrow) in o.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
                 for ((o, &v), &bb) in orow.iter_mut().zip(yrow).zip(b) {
                     let v = v + bb;
-                    *o = (candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * v;
+                    *o = super::erf::gelu(v);
                 }
             }
         });

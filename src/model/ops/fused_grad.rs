@@ -41,7 +41,7 @@ pub(super) fn residual_scale_backward(
 
 /// GELU′ of the erf GELU.
 fn gelu_erf_slope(v: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+    let cdf = 0.5 * (1.0 + super::erf::erf(v * std::f32::consts::FRAC_1_SQRT_2));
     let pdf = (-0.5 * v * v).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
     cdf + v * pdf
 }

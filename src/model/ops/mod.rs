@@ -6,6 +6,7 @@ pub mod conv3d;
 mod conv3d_grad;
 pub mod depthwise;
 mod depthwise_grad;
+mod erf;
 pub mod grad_checks;
 pub mod layer_norm;
 mod layer_norm_grad;

@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 use crate::model::config::ModelConfig;
 use crate::model::ops::depthwise::depthwise_conv2d_nhwc;
 use crate::model::ops::fused::{bias_gelu_erf, residual_scale};
-use crate::model::ops::layer_norm::{layer_norm_channels, layer_norm_last};
+use crate::model::ops::layer_norm::layer_norm_last;
 
 /// ConvNeXt's LayerNorm epsilon (every LayerNorm/LayerNorm2d in the backbone).
 const EPS: f64 = 1e-6;
@@ -168,34 +168,37 @@ impl ConvNext {
             }
             (a, b) = (a / 2, b / 2);
         }
-        let y = conv_bias(x, &self.stem_conv, 4)?;
-        let stem = layer_norm_channels(&y, &self.stem_norm.w, &self.stem_norm.b, EPS)?;
-        // Stages run channels-last (no permutes inside blocks); the k2/s2 downsample conv is channels-first.
-        let mut y = stem.permute((0, 2, 3, 1))?.contiguous()?;
+        // Everything runs channels-last [N,H,W,C]: a one-channel image already is, the stem and downsample
+        // convs are patch matmuls on it, and no permute copies sit between stages.
+        let y = patch_conv_nhwc(&x.reshape((x.dim(0)?, h, w, 1))?, &self.stem_conv, 4)?;
+        let mut y = layer_norm_last(&y, &self.stem_norm.w, &self.stem_norm.b, EPS)?;
+        let stem = y.permute((0, 3, 1, 2))?;
         for s in &self.stages {
             for b in &s.blocks {
                 y = b.forward(&y)?;
             }
             if let Some(d) = &s.down {
-                let n = layer_norm_last(&y, &d.norm.w, &d.norm.b, EPS)?.permute((0, 3, 1, 2))?.contiguous()?;
-                y = conv_bias(&n, &d.conv, 2)?.permute((0, 2, 3, 1))?.contiguous()?;
+                y = patch_conv_nhwc(&layer_norm_last(&y, &d.norm.w, &d.norm.b, EPS)?, &d.conv, 2)?;
             }
         }
         let features = y.permute((0, 3, 1, 2))?;
-        let pooled = features.mean((2, 3))?;
+        let pooled = y.mean((1, 2))?;
         let out = layer_norm_last(&pooled, &self.head_norm.w, &self.head_norm.b, EPS)?;
         Ok(BackboneOutput { stem, features, pooled, out })
     }
 }
 
-/// Non-overlapping conv (kernel = stride = `k`, no padding) plus bias (added here: candle's conv2d backward
-/// is wrong in some biased/padded cases). The input is first cropped to whole windows — the rows and columns
-/// past them are never read — because candle's conv2d backward sizes the input gradient from H's remainder
-/// alone and fails when W's differs (a 9×11 slice with k = 4).
-fn conv_bias(x: &Tensor, a: &Affine, k: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let x = if h % k != 0 || w % k != 0 { x.narrow(2, 0, h / k * k)?.narrow(3, 0, w / k * k)? } else { x.clone() };
-    let y = x.conv2d(&a.w, 0, k, 1, 1)?;
-    let c = a.b.dims1()?;
-    y.broadcast_add(&a.b.reshape((1, c, 1, 1))?)
+/// Non-overlapping conv (kernel = stride = `k`, no padding) on a channels-last image: `x` [N,H,W,C] with the
+/// conv weight [Co,C,k,k] → [N,H/k,W/k,Co]. Every k×k patch is one row of C·k·k values (each of its k image
+/// rows is k·C contiguous floats, so the gather is block copies) times the weight reordered to (ky, kx, c):
+/// one matmul, and candle's autograd covers it for training. Rows and columns past the last whole patch are
+/// never read (torch's conv drops them too).
+fn patch_conv_nhwc(x: &Tensor, a: &Affine, k: usize) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let (ho, wo) = (h / k, w / k);
+    let co = a.w.dim(0)?;
+    let x = if h % k != 0 || w % k != 0 { x.narrow(1, 0, ho * k)?.narrow(2, 0, wo * k)? } else { x.clone() };
+    let patches = x.reshape((n, ho, k, wo, k * c))?.transpose(2, 3)?.contiguous()?.reshape((n * ho * wo, k * k * c))?;
+    let wm = a.w.permute((0, 2, 3, 1))?.reshape((co, k * k * c))?;
+    patches.matmul(&wm.t()?)?.broadcast_add(&a.b)?.reshape((n, ho, wo, co))
 }

@@ -7,7 +7,8 @@
 //! Environment: `LDAE_BENCH_THREADS` (default 2), `LDAE_BENCH_STEPS` (DDIM steps of the full encode, default 10),
 //! `LDAE_BENCH_REPS` (default 3), `LDAE_BENCH_SIZE` (`mid`, default, or `paper` for the published sizes),
 //! `LDAE_BENCH_DEVICE` (`cpu` or `cuda`), `LDAE_BENCH_DTYPE` (`f32`, `f16`, `bf16`; the ShiftUNet's, CUDA only),
-//! `LDAE_BENCH_TORCH_SCRIPT` (where model_torch.py is, when the binary runs away from its source tree).
+//! `LDAE_BENCH_TORCH_SCRIPT` (where model_torch.py is, when the binary runs away from its source tree),
+//! `LDAE_BENCH_STAGES` (a comma list of the stages to time on the ldae side, e.g. `semantic` under a profiler).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -158,13 +159,21 @@ fn main() {
         mu.dims(),
         y.dim(1).unwrap_or(0)
     );
-    let ours: Vec<(&str, f64)> = vec![
-        ("aekl_encode", median_ms(reps, || sync(&model.latent(&xd).expect("enc").0))),
-        ("aekl_decode", median_ms(reps, || sync(&model.decode_latent(&z).expect("dec")))),
-        ("semantic", median_ms(reps, || sync(&model.semantic(&xd).expect("sem")))),
-        ("unet_forward", median_ms(reps, || sync(&model.denoise(&z, 500.0, &y).expect("unet").0))),
-        ("full_encode", median_ms(reps.min(2), || sync(&model.encode(&x, steps, &no_progress).expect("encode").x_t))),
+    type Stage<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let stages: Vec<Stage> = vec![
+        ("aekl_encode", Box::new(|| sync(&model.latent(&xd).expect("enc").0))),
+        ("aekl_decode", Box::new(|| sync(&model.decode_latent(&z).expect("dec")))),
+        ("semantic", Box::new(|| sync(&model.semantic(&xd).expect("sem")))),
+        ("unet_forward", Box::new(|| sync(&model.denoise(&z, 500.0, &y).expect("unet").0))),
+        ("full_encode", Box::new(|| sync(&model.encode(&x, steps, &no_progress).expect("encode").x_t))),
     ];
+    let only: Option<Vec<String>> =
+        std::env::var("LDAE_BENCH_STAGES").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let ours: Vec<(&str, f64)> = stages
+        .iter()
+        .filter(|(name, _)| only.as_ref().is_none_or(|o| o.iter().any(|s| s == name)))
+        .map(|(name, run)| (*name, median_ms(if *name == "full_encode" { reps.min(2) } else { reps }, &**run)))
+        .collect();
 
     let py = std::env::var("LDAE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = std::env::var_os("LDAE_BENCH_TORCH_SCRIPT")

@@ -18,7 +18,7 @@ profile="${LDAE_PROFILE:-release}"
 cargo build --quiet --profile "$profile" --bin ldae --bin make-train-set
 bin="target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 grid=(--pixdim 3 --shape 48,64,56)
-[ -f "$work/set/labels.csv" ] || LDAE_PROFILE="$profile" scripts/make-train-set "$work/set" "${grid[@]}"
+[ -f "$work/set/labels.csv" ] || LDAE_PROFILE="$profile" scripts/make-train-set "$work/set" --subjects 80 "${grid[@]}"
 
 stage() { # name init-dir
   local name="$1" init="${2:-}" args=()

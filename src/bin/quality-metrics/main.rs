@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use ldae::nifti::read_nifti;
+use ldae::model::ldae::Ldae;
+use ldae::model::tensor_volume::{tensor_volume, volume_tensor};
+use ldae::nifti::{read_nifti, write_nifti};
 use ldae::preprocess::model_input::{pad_or_crop_minimum, resample_to_spacing};
 
 #[derive(Debug, Parser)]
@@ -69,6 +71,17 @@ enum Command {
         train: PathBuf,
         #[arg(long, default_value = "age")]
         target: String,
+    },
+    /// AutoencoderKL alone: decode(mu(x)) of a model input, written as NIfTI on the input's grid. The ceiling
+    /// of the full reconstruction (encode → DDIM → decode), so a script can tell which part loses detail.
+    Autoencode {
+        /// The model input (as `ldae preprocess` wrote it).
+        input: PathBuf,
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// PNGs side by side.
     Montage {
@@ -191,6 +204,17 @@ fn run(c: Command) -> anyhow::Result<()> {
                 "{target} probe on {} held-out scans: R² {:.3}, MAE {:.2} (chance MAE {:.2}, predicting the train mean {:.2}), Pearson r {:.3}",
                 s.n, s.r2, s.mae, s.chance_mae, baseline, s.pearson
             );
+        }
+        Command::Autoencode { input, model, output } => {
+            let device = candle_core::Device::Cpu;
+            let m = Ldae::load(&model, &device, candle_core::DType::F32)
+                .with_context(|| format!("loading the model in {}", model.display()))?;
+            let v = read_nifti(&input).with_context(|| format!("reading {}", input.display()))?;
+            let x = m.check_input(&volume_tensor(&v)?)?;
+            let (mu, _) = m.latent(&x)?;
+            let recon = m.decode_latent(&m.scale(&mu)?)?;
+            write_nifti(&output, &tensor_volume(&recon, &v.affine)?)
+                .with_context(|| format!("writing {}", output.display()))?;
         }
         Command::Montage { images, output } => {
             let imgs = images

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::schedule::Schedule;
 use super::{Stage, TrainError};
 
 /// Arithmetic precision of the forward pass.
@@ -96,6 +97,15 @@ pub struct OptimSection {
     /// EMA decay of the saved copies (stages ddpm/repr; 0 saves the trained weights themselves).
     #[serde(default = "ema")]
     pub ema_decay: f64,
+    /// Learning-rate schedule after the warm-up: constant, or cosine down to `min_lr_ratio · lr` at the last step.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Steps of linear warm-up from 0 to `lr` (0: none).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Where the cosine ends, as a fraction of `lr`.
+    #[serde(default = "min_lr_ratio")]
+    pub min_lr_ratio: f64,
 }
 
 /// `[aekl]`: generator loss weights of SPEC §1a.
@@ -131,6 +141,9 @@ pub struct TrainConfig {
     pub aekl: AeklSection,
 }
 
+fn min_lr_ratio() -> f64 {
+    0.1
+}
 fn one() -> usize {
     1
 }
@@ -218,6 +231,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&o.ema_decay) {
             return bad("optim.ema_decay", "must be in [0, 1)");
         }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            return bad("optim.min_lr_ratio", "must be in [0, 1]");
+        }
         let a = &self.aekl;
         if !(a.kl_weight.is_finite() && a.kl_weight >= 0.0) {
             return bad("aekl.kl_weight", "must be >= 0");
@@ -274,5 +290,19 @@ lr = 1e-3
             .unwrap_err()
             .to_string();
         assert!(e.contains("run.precision"), "{e}");
+    }
+
+    #[test]
+    fn schedule_parses_and_is_checked() {
+        assert_eq!(TrainConfig::parse(Path::new("t.toml"), OK).unwrap().optim.schedule, Schedule::Constant);
+        let cos = OK.replace("lr = 1e-3", "lr = 1e-3\nschedule = \"cosine\"\nwarmup_steps = 5\nmin_lr_ratio = 0.2");
+        let c = TrainConfig::parse(Path::new("t.toml"), &cos).unwrap();
+        assert_eq!((c.optim.schedule, c.optim.warmup_steps, c.optim.min_lr_ratio), (Schedule::Cosine, 5, 0.2));
+        let e = TrainConfig::parse(Path::new("t.toml"), &OK.replace("lr = 1e-3", "lr = 1e-3\nschedule = \"step\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schedule"), "{e}");
+        let e = TrainConfig::parse(Path::new("t.toml"), &cos.replace("0.2", "1.5")).unwrap_err().to_string();
+        assert!(e.contains("optim.min_lr_ratio"), "{e}");
     }
 }

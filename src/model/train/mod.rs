@@ -14,6 +14,7 @@ pub mod optim;
 pub mod params;
 pub mod repr;
 pub mod runner;
+pub mod schedule;
 pub mod ssim;
 
 pub use error::TrainError;

@@ -42,6 +42,11 @@ impl Adam {
         Ok(Adam { params, vars, m, v, step: 0 })
     }
 
+    /// Set the learning rate of the next steps (a schedule's value).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+
     /// The trained parameters, by name.
     pub fn vars(&self) -> &[(String, Var)] {
         &self.vars

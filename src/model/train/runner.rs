@@ -24,6 +24,7 @@ use super::config::{DeviceKind, Precision, TrainConfig};
 use super::error::{Ctx, TrainError};
 use super::optim::{Adam, AdamParams, Ema, Grads};
 use super::params::{self, is_buffer_key, is_shift_key, var_builder};
+use super::schedule::lr_at;
 use super::{ddpm, repr, ssim, Stage};
 use crate::model::autoencoder::AutoencoderKl;
 use crate::model::config::ModelConfig;
@@ -567,6 +568,9 @@ pub fn train(cfg: &TrainConfig, inputs: Vec<Tensor>, opts: &RunOptions) -> Resul
             )));
         }
         let norm = grads.clip(cfg.optim.grad_clip)?;
+        let o = &cfg.optim;
+        let lr = lr_at(o.schedule, o.lr, o.warmup_steps, o.min_lr_ratio, step + 1, cfg.run.steps);
+        adam.set_lr(lr);
         adam.step(&grads)?;
         ema.update(adam.vars())?;
         step += 1;
@@ -574,7 +578,7 @@ pub fn train(cfg: &TrainConfig, inputs: Vec<Tensor>, opts: &RunOptions) -> Resul
         let elapsed = started.elapsed().as_secs_f64();
         let rate = (step - start_step) as f64 / elapsed.max(1e-9);
         log.event(serde_json::json!({
-            "event": "step", "step": step, "loss": loss_sum, "grad_norm": norm, "lr": cfg.optim.lr,
+            "event": "step", "step": step, "loss": loss_sum, "grad_norm": norm, "lr": lr,
             "steps_per_s": rate, "elapsed_s": elapsed,
         }))?;
         bar.set_message(format!("{loss_sum:.5}"));

@@ -3,7 +3,7 @@
 #
 #   1. reconstruction of two real heads the model never saw (Colin27 with skull, the ITK native head):
 #      ldae preprocess -> encode -> decode at STEPS DDIM steps, SSIM against the model input inside the template
-#      brain mask;
+#      brain mask; and the AutoencoderKL alone (decode of the posterior mean), the ceiling of that chain;
 #   2. a linear probe on y_sem predicting the age variable of held-out synthetic subjects: a fresh set from
 #      make-train-set (seed 1000, not the training set's), ridge fitted on its train+val subjects with
 #      `ldae probe fit`, scored on its test subjects (R², MAE, and the MAE of always predicting the train mean);
@@ -49,6 +49,8 @@ recon() { # name path
   "${ldae[@]}" preview "$out/$name.recon.nii.gz" --synthetic -o "$out/$name.recon.png"
   "$qm" montage "$out/$name.input.png" "$out/$name.recon.png" -o "$out/$name.reconstruction.png"
   echo "$name: $("$qm" ssim "$out/$name.input.nii.gz" "$out/$name.recon.nii.gz")"
+  "$qm" autoencode "$out/$name.input.nii.gz" --model "$model" -o "$out/$name.autoencoded.nii.gz"
+  echo "  the autoencoder alone, decode(mu): $("$qm" ssim "$out/$name.input.nii.gz" "$out/$name.autoencoded.nii.gz")"
 }
 recon colin27_with_skull "$colin" COLIN27
 recon itk_native_head "$itk" ITK_HEAD

@@ -7,13 +7,16 @@
 //! allocation above the cap fail: the parser's fallible reservation (`try_reserve`) then reports an error instead of
 //! taking the memory. The cap is set from what the file can hold, never below what a real file needs.
 //!
-//! Outside [`with_cap`] the allocator is `System`; allocations of [`crate::huge_pages::MIN_BYTES`] and more are
-//! advised for transparent huge pages ([`crate::huge_pages`]).
+//! Outside [`with_cap`] the allocator is `System`, with large blocks (≥ [`cache::MIN_BYTES`]) rounded and recycled
+//! through [`crate::alloc_cache`]; fresh allocations of [`crate::huge_pages::MIN_BYTES`] and more are advised for
+//! transparent huge pages ([`crate::huge_pages`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-/// The global allocator: `System`, with the calling thread's cap on one allocation.
+use crate::alloc_cache as cache;
+
+/// The global allocator: `System` with a cache of large blocks, and the calling thread's cap on one allocation.
 pub struct CappedAlloc;
 
 thread_local! {
@@ -24,12 +27,52 @@ fn cap() -> usize {
     CAP.try_with(Cell::get).unwrap_or(usize::MAX)
 }
 
-// SAFETY: every call is forwarded to `System` unchanged (large results get a paging hint that changes
-// nothing), or answered with null (allocation failure), which the GlobalAlloc contract allows.
+/// The layout large cacheable blocks really have: rounded size, the malloc alignment (any request with
+/// alignment ≤ [`cache::MAX_ALIGN`] is served by such a block, so every retained block is interchangeable).
+fn big(rounded: usize) -> Layout {
+    // SAFETY (of the unchecked constructor): MAX_ALIGN is a power of two and `rounded` came from
+    // `cache::rounded`, which never rounds past `isize::MAX` rounded down to MAX_ALIGN.
+    unsafe { Layout::from_size_align_unchecked(rounded, cache::MAX_ALIGN) }
+}
+
+fn alloc_big(rounded: usize, zero: bool, requested: usize) -> *mut u8 {
+    if let Some(p) = cache::take(rounded) {
+        if zero {
+            // SAFETY: the retained block is `rounded` ≥ `requested` bytes and owned by no one else.
+            unsafe { std::ptr::write_bytes(p, 0, requested) };
+        }
+        return p;
+    }
+    // SAFETY: a non-zero size (≥ cache::MIN_BYTES) with a valid alignment.
+    let p = unsafe {
+        if zero {
+            System.alloc_zeroed(big(rounded))
+        } else {
+            System.alloc(big(rounded))
+        }
+    };
+    crate::huge_pages::advise(p, rounded);
+    p
+}
+
+/// Free a block the cache retained (used by [`cache::trim`]).
+pub(crate) fn release(ptr: *mut u8, rounded: usize) {
+    // SAFETY: every retained block was allocated by `alloc_big` with `big(rounded)`.
+    unsafe { System.dealloc(ptr, big(rounded)) }
+}
+
+// SAFETY: small requests are forwarded to `System` unchanged (large results get a paging hint that changes
+// nothing). Large ones (cache::cacheable) are served by blocks of the rounded size and malloc alignment, which
+// satisfy the request's size and alignment, either fresh from `System` or retained by the cache after an
+// earlier free; a block is in the cache or handed out, never both. Null (allocation failure) is allowed.
 unsafe impl GlobalAlloc for CappedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() > cap() {
             return std::ptr::null_mut();
+        }
+        let r = cache::rounded(layout.size(), layout.align());
+        if cache::cacheable(r, layout.align()) {
+            return alloc_big(r, false, layout.size());
         }
         // SAFETY: same layout, forwarded.
         let p = unsafe { System.alloc(layout) };
@@ -40,22 +83,54 @@ unsafe impl GlobalAlloc for CappedAlloc {
         if layout.size() > cap() {
             return std::ptr::null_mut();
         }
+        let r = cache::rounded(layout.size(), layout.align());
+        if cache::cacheable(r, layout.align()) {
+            return alloc_big(r, true, layout.size());
+        }
         // SAFETY: same layout, forwarded.
         let p = unsafe { System.alloc_zeroed(layout) };
         crate::huge_pages::advise(p, layout.size());
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was allocated by System with this layout.
+        let r = cache::rounded(layout.size(), layout.align());
+        if cache::cacheable(r, layout.align()) {
+            if !cache::put(ptr, r) {
+                release(ptr, r);
+            }
+            return;
+        }
+        // SAFETY: ptr was allocated by System with this layout (small blocks are forwarded unchanged).
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > cap() {
             return std::ptr::null_mut();
         }
-        // SAFETY: ptr was allocated by System with this layout.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        crate::huge_pages::advise(p, new_size);
+        let align = layout.align();
+        let (old_r, new_r) = (cache::rounded(layout.size(), align), cache::rounded(new_size, align));
+        let (old_big, new_big) = (cache::cacheable(old_r, align), cache::cacheable(new_r, align));
+        if !old_big && !new_big {
+            // SAFETY: ptr was allocated by System with this layout.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            crate::huge_pages::advise(p, new_size);
+            return p;
+        }
+        if old_big && new_big && old_r == new_r {
+            return ptr;
+        }
+        // Crossing between the cached and the forwarded kinds, or between rounded sizes: move.
+        // SAFETY: the caller guarantees new_size is non-zero and valid for this alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: a valid non-zero layout.
+        let p = unsafe { self.alloc(new_layout) };
+        if !p.is_null() {
+            // SAFETY: both blocks hold at least min(old, new) bytes and do not overlap; ptr is then freed once.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
         p
     }
 }

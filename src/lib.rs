@@ -8,6 +8,7 @@
 //! The imaging modules are pure libraries of functions on values: they know nothing of SQLite, watched folders,
 //! tokio or the CLI.
 
+pub mod alloc_cache;
 mod alloc_cap;
 pub mod cli;
 pub mod config;

@@ -123,6 +123,10 @@ fn init_logging(filter: &str, json: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
+    if let Err(e) = alloc_cache_from_env() {
+        eprintln!("error: {}", format_error(&e));
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -130,6 +134,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `LDAE_ALLOC_CACHE_MB`: the most memory the allocator's cache of large freed blocks may hold (0 turns it off;
+/// default [`crate::alloc_cache::DEFAULT_BUDGET`]).
+fn alloc_cache_from_env() -> anyhow::Result<()> {
+    let Ok(v) = std::env::var("LDAE_ALLOC_CACHE_MB") else { return Ok(()) };
+    let mb: usize =
+        v.trim().parse().map_err(|_| anyhow::anyhow!("LDAE_ALLOC_CACHE_MB={v:?}: expected a whole number of MiB"))?;
+    crate::alloc_cache::set_budget(mb.saturating_mul(1 << 20));
+    Ok(())
 }
 
 /// One line: the error and its causes joined by ": ".

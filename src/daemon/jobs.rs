@@ -50,13 +50,18 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 
 /// Run a job's stage on this thread. A panic is caught and becomes a permanent failure that names the job and
 /// its series: a stage that panics on some input will panic on it again.
+/// After a model job the allocator's block cache is given back ([`crate::alloc_cache::trim`]): it serves the
+/// repeated tensor sizes inside one job, and an idle daemon should not hold it.
 pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
         Pool::Model if job.kind == JobKind::Fill => super::stage_fill::fill(store, cfg, job),
         Pool::Model => super::stage_encode::run(store, cfg, job),
         Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, job),
-    }))
-    .unwrap_or_else(|p| {
+    }));
+    if matches!(pool, Pool::Model) {
+        crate::alloc_cache::trim();
+    }
+    outcome.unwrap_or_else(|p| {
         Err(StageError::Permanent(format!(
             "{} job {} (series {}): the stage panicked: {}",
             job.kind,

@@ -123,6 +123,9 @@ fn init_logging(filter: &str, json: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
+    if matches!(cli.command, Command::Train(_)) {
+        crate::alloc_cache::set_budget(crate::alloc_cache::TRAIN_BUDGET);
+    }
     if let Err(e) = alloc_cache_from_env() {
         eprintln!("error: {}", format_error(&e));
         return ExitCode::from(2);
@@ -137,7 +140,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `LDAE_ALLOC_CACHE_MB`: the most memory the allocator's cache of large freed blocks may hold (0 turns it off;
-/// default [`crate::alloc_cache::DEFAULT_BUDGET`]).
+/// default [`crate::alloc_cache::DEFAULT_BUDGET`], [`crate::alloc_cache::TRAIN_BUDGET`] for `ldae train`).
 fn alloc_cache_from_env() -> anyhow::Result<()> {
     let Ok(v) = std::env::var("LDAE_ALLOC_CACHE_MB") else { return Ok(()) };
     let mb: usize =

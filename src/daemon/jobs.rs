@@ -50,7 +50,7 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 
 /// Run a job's stage on this thread. A panic is caught and becomes a permanent failure that names the job and
 /// its series: a stage that panics on some input will panic on it again.
-/// After a model job the allocator's block cache is given back ([`crate::alloc_cache::trim`]): it serves the
+/// After every job the allocator's block cache is given back ([`crate::alloc_cache::trim`]): it serves the
 /// repeated tensor sizes inside one job, and an idle daemon should not hold it.
 pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
@@ -58,9 +58,7 @@ pub fn run_stage(store: &Store, cfg: &Config, pool: Pool, job: &Job) -> Outcome 
         Pool::Model => super::stage_encode::run(store, cfg, job),
         Pool::Cpu | Pool::Hook => stages::run_cpu(store, cfg, job),
     }));
-    if matches!(pool, Pool::Model) {
-        crate::alloc_cache::trim();
-    }
+    crate::alloc_cache::trim();
     outcome.unwrap_or_else(|p| {
         Err(StageError::Permanent(format!(
             "{} job {} (series {}): the stage panicked: {}",

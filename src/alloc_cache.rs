@@ -129,11 +129,6 @@ pub fn set_budget(bytes: usize) {
     }
 }
 
-/// The bytes the cache holds now.
-pub fn retained() -> usize {
-    lock().retained
-}
-
 /// Give every retained block back to the system.
 pub fn trim() {
     loop {

@@ -55,6 +55,27 @@ fn alloc_big(rounded: usize, zero: bool, requested: usize) -> *mut u8 {
     p
 }
 
+/// `alloc` and `alloc_zeroed`: the cap, then a cached block or `System`.
+fn allocate(layout: Layout, zero: bool) -> *mut u8 {
+    if layout.size() > cap() {
+        return std::ptr::null_mut();
+    }
+    let r = cache::rounded(layout.size(), layout.align());
+    if cache::cacheable(r, layout.align()) {
+        return alloc_big(r, zero, layout.size());
+    }
+    // SAFETY: the caller's layout, forwarded (GlobalAlloc requires it to be non-zero in size).
+    let p = unsafe {
+        if zero {
+            System.alloc_zeroed(layout)
+        } else {
+            System.alloc(layout)
+        }
+    };
+    crate::huge_pages::advise(p, layout.size());
+    p
+}
+
 /// Free a block the cache retained (used by [`cache::trim`]).
 pub(crate) fn release(ptr: *mut u8, rounded: usize) {
     // SAFETY: every retained block was allocated by `alloc_big` with `big(rounded)`.
@@ -67,30 +88,10 @@ pub(crate) fn release(ptr: *mut u8, rounded: usize) {
 // earlier free; a block is in the cache or handed out, never both. Null (allocation failure) is allowed.
 unsafe impl GlobalAlloc for CappedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > cap() {
-            return std::ptr::null_mut();
-        }
-        let r = cache::rounded(layout.size(), layout.align());
-        if cache::cacheable(r, layout.align()) {
-            return alloc_big(r, false, layout.size());
-        }
-        // SAFETY: same layout, forwarded.
-        let p = unsafe { System.alloc(layout) };
-        crate::huge_pages::advise(p, layout.size());
-        p
+        allocate(layout, false)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > cap() {
-            return std::ptr::null_mut();
-        }
-        let r = cache::rounded(layout.size(), layout.align());
-        if cache::cacheable(r, layout.align()) {
-            return alloc_big(r, true, layout.size());
-        }
-        // SAFETY: same layout, forwarded.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        crate::huge_pages::advise(p, layout.size());
-        p
+        allocate(layout, true)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let r = cache::rounded(layout.size(), layout.align());

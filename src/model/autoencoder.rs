@@ -6,10 +6,10 @@
 //! not followed by an activation (SPEC §8.13).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::VaeArgs;
-use super::ops::{upsample_nearest3d, Conv3d, Conv3dParams};
+use super::ops::{group_norm, upsample_nearest3d, Conv3d, Conv3dParams, GroupNorm};
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv3d> {
     Conv3d::new(vb.pp("conv"), cin, cout, 3, Conv3dParams::same(1))
@@ -33,9 +33,9 @@ pub struct ResBlock {
 impl ResBlock {
     pub fn new(vb: VarBuilder, cin: usize, cout: usize, groups: usize, eps: f64) -> Result<Self> {
         Ok(ResBlock {
-            norm1: candle_nn::group_norm(groups, cin, eps, vb.pp("norm1"))?,
+            norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
             conv1: conv3(vb.pp("conv1"), cin, cout)?,
-            norm2: candle_nn::group_norm(groups, cout, eps, vb.pp("norm2"))?,
+            norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,
             conv2: conv3(vb.pp("conv2"), cout, cout)?,
             nin_shortcut: if cin != cout { Some(conv1(vb.pp("nin_shortcut"), cin, cout)?) } else { None },
             span: tracing::span!(tracing::Level::TRACE, "aekl-resblock"),
@@ -46,8 +46,8 @@ impl ResBlock {
 impl Module for ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let _e = self.span.enter();
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -120,7 +120,7 @@ impl Encoder {
                 )?));
             }
         }
-        blocks.push(Block::Norm(candle_nn::group_norm(g, cin, eps, vb.pp(blocks.len()))?));
+        blocks.push(Block::Norm(group_norm(g, cin, eps, vb.pp(blocks.len()))?));
         blocks.push(Block::Conv(conv3(vb.pp(blocks.len()), cin, cfg.latent_channels)?));
         Ok(Encoder { blocks })
     }
@@ -159,7 +159,7 @@ impl Decoder {
                 blocks.push(Block::Up(conv3(vb.pp(i).pp("conv"), cin, cin)?));
             }
         }
-        blocks.push(Block::Norm(candle_nn::group_norm(g, cin, eps, vb.pp(blocks.len()))?));
+        blocks.push(Block::Norm(group_norm(g, cin, eps, vb.pp(blocks.len()))?));
         blocks.push(Block::Conv(conv3(vb.pp(blocks.len()), cin, cfg.out_channels)?));
         Ok(Decoder { blocks })
     }

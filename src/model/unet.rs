@@ -6,16 +6,16 @@
 //! resampled. All GroupNorms have 32 groups and eps 1e-5.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::config::UnetArgs;
-use super::ops::{avg_pool_hw, upsample_nearest_hw, Conv3d, Conv3dParams};
+use super::ops::{avg_pool_hw, upsample_nearest_hw, Conv3d, Conv3dParams, GroupNorm};
 
 const GROUPS: usize = 32;
 const EPS: f64 = 1e-5;
 
 fn gn(vb: VarBuilder, c: usize) -> Result<GroupNorm> {
-    candle_nn::group_norm(GROUPS, c, EPS, vb)
+    super::ops::group_norm(GROUPS, c, EPS, vb)
 }
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv3d> {
@@ -88,7 +88,7 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor, shift_emb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.in_norm.forward(x)?.silu()?;
+        let h = self.in_norm.forward_silu(x)?;
         let (h, x) = match self.resample {
             Resample::None => (h, x.clone()),
             Resample::Up => (upsample_nearest_hw(&h)?, upsample_nearest_hw(x)?),
@@ -346,7 +346,7 @@ impl ShiftUnet {
             let skip = hs.pop().ok_or_else(|| candle_core::Error::Msg("ShiftUNet: skip stack underflow".into()))?;
             e = ob.forward(&Tensor::cat(&[&e, &skip], 1)?, &emb, None)?;
         }
-        self.out_conv.forward(&self.out_norm.forward(&e)?.silu()?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&e)?)
     }
 
     /// `(eps, shift)` for `z_t [B,C,D,H,W]`, DDPM timesteps `t` (length B), `y_sem [B,E]`.
@@ -368,8 +368,8 @@ impl ShiftUnet {
             e = ob.forward(&Tensor::cat(&[&e, &skip], 1)?, &emb, None)?;
             s = sb.forward(&Tensor::cat(&[&s, &skip], 1)?, &emb, Some(&shift_emb))?;
         }
-        let eps = self.out_conv.forward(&self.out_norm.forward(&e)?.silu()?)?;
-        let shift = self.shift_out_conv.forward(&self.shift_out_norm.forward(&s)?.silu()?)?;
+        let eps = self.out_conv.forward(&self.out_norm.forward_silu(&e)?)?;
+        let shift = self.shift_out_conv.forward(&self.shift_out_norm.forward_silu(&s)?)?;
         Ok((eps, shift))
     }
 }

@@ -1,6 +1,5 @@
 //! Tensor operations candle lacks (conv3d, 3-D nearest upsampling, pooling, fast depthwise conv2d, channel
-//! LayerNorm), on CPU and under the `cuda` feature. GroupNorm on 5-D tensors uses candle-nn's (faster than
-//! PyTorch on CPU, notes/rust-stack.md).
+//! LayerNorm, fused GroupNorm + SiLU), on CPU and under the `cuda` feature.
 
 pub mod conv3d;
 mod conv3d_grad;
@@ -8,6 +7,7 @@ pub mod depthwise;
 mod depthwise_grad;
 mod erf;
 pub mod grad_checks;
+pub mod group_norm;
 pub mod layer_norm;
 mod layer_norm_grad;
 mod matmul;
@@ -18,6 +18,7 @@ pub mod fused;
 mod fused_grad;
 
 pub use conv3d::{conv3d, Conv3d, Conv3dParams};
+pub use group_norm::{group_norm, GroupNorm};
 pub use resample::{avg_pool_hw, upsample_nearest3d, upsample_nearest_hw};
 
 use candle_core::{CpuStorage, Layout, Result};

@@ -6,6 +6,7 @@
 //! it with the weight (which, contiguous, already is the `[Co, Ci·kd·kh·kw]` matrix) with the `gemm` crate,
 //! writing straight into the output with the bias as the accumulator's start value. Tiles run in parallel
 //! with rayon; when there are fewer tiles than threads, each gemm splits itself across the threads instead.
+//! Wide planes take conv3d_shifted.rs instead, which unfolds a kw-th of the columns.
 //! Other devices (CUDA): depth-folded conv2d through candle's own kernels (one conv2d per depth tap).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
@@ -154,6 +155,10 @@ impl CustomOp3 for Conv3dCpu {
         let kdim = ci * kd * kh * kw;
         let vol_out = od * oh * ow;
         let mut out = vec![0f32; n * co * vol_out];
+        if super::conv3d_shifted::worth_it(&g, &p) {
+            super::conv3d_shifted::forward(x, w, b, &g, &p, n, od, &mut out);
+            return Ok((CpuStorage::F32(out), Shape::from((n, co, od, oh, ow))));
+        }
         // Fill with bias (gemm accumulates onto it).
         for (i, chunk) in out.chunks_mut(vol_out).enumerate() {
             chunk.fill(b[i % co]);
@@ -230,6 +235,11 @@ impl RowTiling {
         RowTiling { rows_per_tile, rows, jobs, split_gemm }
     }
 
+    /// Output rows in the tile that starts at row `g0`.
+    pub(super) fn tile_rows(&self, g0: usize) -> usize {
+        self.rows_per_tile.min(self.rows - g0)
+    }
+
     /// The parallelism each tile's gemm gets.
     pub(super) fn gemm_parallelism(&self) -> gemm::Parallelism {
         if self.split_gemm {
@@ -250,7 +260,7 @@ impl RowTiling {
         f: impl FnOnce(&[f32], usize) -> R,
     ) -> R {
         crate::scratch::with(&COLUMNS, |col| {
-            let rows = self.rows_per_tile.min(self.rows - g0);
+            let rows = self.tile_rows(g0);
             let ncols = rows * g.ow;
             col.resize(g.ci * g.kd * g.kh * g.kw * ncols, 0.0);
             let sample = g.ci * g.d * g.h * g.w;
@@ -265,43 +275,37 @@ impl RowTiling {
 /// index (c, a, bb, cc), column (g - g0, ox); zero where the window reads padding. Shared by the forward and
 /// the weight gradient.
 fn unfold_rows(xb: &[f32], g: &Geom, p: &Conv3dParams, g0: usize, rows: usize, col: &mut [f32]) {
-    let Geom { ci, d, h, w: wd, kd, kh, kw, oh, ow } = *g;
+    let Geom { ci, d, h, w: wd, kw, ow, .. } = *g;
     let ncols = rows * ow;
-    let mut row = 0;
+    // Per (a, bb, r): the start of the input row inside one channel's volume, or None in the padding —
+    // worked out once per tile rather than once per channel and W tap (the UNet's planes are 8 wide, so this
+    // bookkeeping was most of the unfolding).
+    let sources = row_sources(g, p, g0, rows);
+    let mut dsts = col.chunks_mut(ncols);
     for c in 0..ci {
         let xc = &xb[c * d * h * wd..(c + 1) * d * h * wd];
-        for a in 0..kd {
-            for bb in 0..kh {
-                for cc in 0..kw {
-                    let dst = &mut col[row * ncols..(row + 1) * ncols];
-                    row += 1;
-                    for r in 0..rows {
-                        let (z, oy) = ((g0 + r) / oh.max(1), (g0 + r) % oh.max(1));
-                        let drow = &mut dst[r * ow..(r + 1) * ow];
-                        let iz = (z * p.stride[0] + a) as isize - p.pad_before[0] as isize;
-                        let iy = (oy * p.stride[1] + bb) as isize - p.pad_before[1] as isize;
-                        if iz < 0 || iz >= d as isize || iy < 0 || iy >= h as isize {
-                            drow.fill(0.0);
-                            continue;
-                        }
-                        let base = (iz as usize * h + iy as usize) * wd;
-                        let xr = &xc[base..base + wd];
-                        let off = cc as isize - p.pad_before[2] as isize;
-                        if p.stride[2] == 1 {
-                            // Valid ox range: 0 <= ox + off < wd.
-                            let lo = (-off).clamp(0, ow as isize) as usize;
-                            let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
-                            drow[..lo].fill(0.0);
-                            if hi > lo {
-                                let s = (lo as isize + off) as usize;
-                                drow[lo..hi].copy_from_slice(&xr[s..s + hi - lo]);
-                            }
-                            drow[hi.max(lo)..].fill(0.0);
-                        } else {
-                            for (ox, v) in drow.iter_mut().enumerate() {
-                                let ix = (ox * p.stride[2]) as isize + off;
-                                *v = if ix >= 0 && ix < wd as isize { xr[ix as usize] } else { 0.0 };
-                            }
+        for src in sources.chunks(rows) {
+            for cc in 0..kw {
+                let Some(dst) = dsts.next() else { return };
+                let off = cc as isize - p.pad_before[2] as isize;
+                // Valid ox range for stride 1: 0 <= ox + off < wd.
+                let lo = (-off).clamp(0, ow as isize) as usize;
+                let hi = ((wd as isize - off).clamp(0, ow as isize) as usize).max(lo);
+                for (drow, s) in dst.chunks_mut(ow).zip(src) {
+                    let Some(s) = *s else {
+                        drow.fill(0.0);
+                        continue;
+                    };
+                    let xr = &xc[s..s + wd];
+                    if p.stride[2] == 1 {
+                        drow[..lo].fill(0.0);
+                        let s0 = (lo as isize + off) as usize;
+                        drow[lo..hi].copy_from_slice(&xr[s0..s0 + hi - lo]);
+                        drow[hi..].fill(0.0);
+                    } else {
+                        for (ox, v) in drow.iter_mut().enumerate() {
+                            let ix = (ox * p.stride[2]) as isize + off;
+                            *v = if ix >= 0 && ix < wd as isize { xr[ix as usize] } else { 0.0 };
                         }
                     }
                 }
@@ -310,13 +314,30 @@ fn unfold_rows(xb: &[f32], g: &Geom, p: &Conv3dParams, g0: usize, rows: usize, c
     }
 }
 
+/// For each (depth tap a, row tap bb, tile row r) in that order: where the input row that output row g0 + r
+/// reads through taps (a, bb) starts inside one channel's [D,H,W] volume, or None where it is padding.
+pub(super) fn row_sources(g: &Geom, p: &Conv3dParams, g0: usize, rows: usize) -> Vec<Option<usize>> {
+    let mut sources = Vec::with_capacity(g.kd * g.kh * rows);
+    for a in 0..g.kd {
+        for bb in 0..g.kh {
+            for r in 0..rows {
+                let (z, oy) = ((g0 + r) / g.oh.max(1), (g0 + r) % g.oh.max(1));
+                let iz = (z * p.stride[0] + a).checked_sub(p.pad_before[0]).filter(|&v| v < g.d);
+                let iy = (oy * p.stride[1] + bb).checked_sub(p.pad_before[1]).filter(|&v| v < g.h);
+                sources.push(iz.zip(iy).map(|(iz, iy)| (iz * g.h + iy) * g.w));
+            }
+        }
+    }
+    sources
+}
+
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: used only to hand disjoint output windows to rayon workers (see the gemm call).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -441,6 +462,16 @@ mod tests {
         check(Conv3dParams::down_end_pad(), 3, (1, 2, 7, 7, 9), 3);
         check(Conv3dParams { stride: [1, 2, 2], pad_before: [1, 0, 2], pad_after: [0, 1, 1] }, 3, (2, 2, 4, 6, 5), 3);
         check(Conv3dParams { stride: [2; 3], pad_before: [1; 3], pad_after: [1; 3] }, 3, (1, 2, 5, 8, 7), 2);
+    }
+
+    /// Planes at least 32 wide take conv3d_shifted.rs: "same" padding, uneven W padding, stride 2 in D only,
+    /// a kernel 2 wide, and tiles cut mid-volume (the 1 M-float column budget is passed at 40 channels).
+    #[test]
+    fn wide_planes_match_direct_sum() {
+        check(Conv3dParams::same(1), 3, (2, 2, 3, 4, 33), 3);
+        check(Conv3dParams { stride: [2, 1, 1], pad_before: [1, 0, 2], pad_after: [0, 1, 0] }, 3, (1, 2, 4, 5, 34), 2);
+        check(Conv3dParams { stride: [1; 3], pad_before: [0, 0, 1], pad_after: [0; 3] }, 2, (1, 1, 2, 3, 40), 2);
+        check(Conv3dParams::same(1), 3, (1, 40, 6, 30, 34), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod conv3d;
 mod conv3d_grad;
+mod conv3d_shifted;
 pub mod depthwise;
 mod depthwise_grad;
 mod erf;

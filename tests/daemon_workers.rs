@@ -57,6 +57,20 @@ impl Db {
         }
     }
 
+    /// Whether a writer could start now. A process frozen inside a SQLite write transaction holds the database's
+    /// one write lock, and no other process can write until it runs again — SQLite's nature, not a queue rule —
+    /// so the pause below must catch the worker between transactions. PostgreSQL has no such lock.
+    fn writable(&self) -> bool {
+        match self {
+            Db::Sqlite(path) => {
+                let Ok(c) = rusqlite::Connection::open(path) else { return false };
+                let _ = c.busy_timeout(Duration::from_millis(500));
+                c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok()
+            }
+            Db::Postgres { .. } => true,
+        }
+    }
+
     /// Rows of (text, count) that `sql` selects.
     fn text_counts(&self, sql: &str) -> Vec<(String, i64)> {
         match self {
@@ -157,11 +171,12 @@ fn one_intake_three_workers(db: impl FnOnce(&Env) -> Db) {
             break;
         }
         signal(&workers[1], libc::SIGSTOP);
-        if held_by(&db, workers[1].id()) > 0 {
+        if held_by(&db, workers[1].id()) > 0 && db.writable() {
             paused = true;
             break;
         }
-        signal(&workers[1], libc::SIGCONT); // it finished the job just before the stop: try again
+        // It finished the job just before the stop, or was stopped inside a write transaction: try again.
+        signal(&workers[1], libc::SIGCONT);
     }
     assert!(paused, "worker 2 never held a job to be paused with\n{}", env.logs());
     let taken_over = wait_for(LEASE_SECS * 2.0 + 20.0, || (held_by(&db, workers[1].id()) == 0).then_some(()));

@@ -154,14 +154,11 @@ impl CustomOp3 for Conv3dCpu {
         let g = Geom { ci, d, h, w: wd, kd, kh, kw, oh, ow };
         let kdim = ci * kd * kh * kw;
         let vol_out = od * oh * ow;
-        let mut out = vec![0f32; n * co * vol_out];
+        // Start from the bias, written once (no zeroing pass first): the gemms accumulate onto it.
+        let mut out: Vec<f32> = (0..n * co).flat_map(|i| std::iter::repeat_n(b[i % co], vol_out)).collect();
         if super::conv3d_shifted::worth_it(&g, &p) {
-            super::conv3d_shifted::forward(x, w, b, &g, &p, n, od, &mut out);
+            super::conv3d_shifted::forward(x, w, &g, &p, (n, co, od), &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((n, co, od, oh, ow))));
-        }
-        // Fill with bias (gemm accumulates onto it).
-        for (i, chunk) in out.chunks_mut(vol_out).enumerate() {
-            chunk.fill(b[i % co]);
         }
         // Tiles of whole output rows, counted across depth slices (row g is depth g / oh, row g % oh), so that a
         // small deep-level volume is one gemm that reads its weight once instead of one gemm per depth slice.

@@ -2,7 +2,7 @@
 //! only, into rows that hold each output row's input row with its W padding, and let the W tap be a shifted
 //! view of the same rows — one gemm per W tap, accumulated. The column matrix is kw× smaller than a full
 //! im2col (a 3-wide kernel writes a third of the floats), for at most (kw − 1) / Wo more multiply-adds, spent
-//! on the padding columns between output rows, which the final copy (with the bias) leaves out.
+//! on the padding columns between output rows, which the final add onto the output (holding the bias) leaves out.
 //!
 //! Used where the extra columns are few (see [`worth_it`]): the AEKL's full-resolution planes, where unfolding
 //! was a fifth of an encode or decode. Narrow planes (the UNet's latent) keep the full unfold in conv3d.rs.
@@ -26,19 +26,10 @@ pub(super) fn worth_it(g: &Geom, p: &Conv3dParams) -> bool {
     p.stride[2] == 1 && g.kw > 1 && g.ow >= MIN_OW
 }
 
-/// `out [N, Co, od·oh·ow]` (overwritten) = conv(`x`, `w`) + `b`, for `n` samples of geometry `g`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    g: &Geom,
-    p: &Conv3dParams,
-    n: usize,
-    od: usize,
-    out: &mut [f32],
-) {
-    let co = b.len();
+/// `out [N, Co, od·oh·ow]` += conv(`x`, `w`) for `(n, co, od)` = (samples, output channels, output depth) of
+/// geometry `g`; `out` comes in holding the bias.
+pub(super) fn forward(x: &[f32], w: &[f32], g: &Geom, p: &Conv3dParams, dims: (usize, usize, usize), out: &mut [f32]) {
+    let (n, co, od) = dims;
     let Geom { ci, kd, kh, kw, oh, ow, .. } = *g;
     let kdim = ci * kd * kh * kw;
     let taps = ci * kd * kh;
@@ -85,7 +76,7 @@ pub(super) fn forward(
                     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), rows * ow) };
                     for (d, a) in dst.chunks_mut(ow).zip(acc_o.chunks(pw)) {
                         for (d, &a) in d.iter_mut().zip(a) {
-                            *d = a + b[o];
+                            *d += a;
                         }
                     }
                 }

@@ -237,7 +237,7 @@ impl RowTiling {
             rows_per_tile = rows.div_ceil(per_sample).max(1);
         }
         let jobs: Vec<_> = (0..n).flat_map(|bi| (0..rows).step_by(rows_per_tile).map(move |g| (bi, g))).collect();
-        let split_gemm = jobs.len() < rayon::current_num_threads();
+        let split_gemm = jobs.len() < threads;
         RowTiling { rows_per_tile, rows, jobs, split_gemm }
     }
 

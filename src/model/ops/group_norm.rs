@@ -16,7 +16,6 @@ use super::contiguous_f32 as slice;
 /// GroupNorm over `[N, C, ...]` with per-channel weight and bias; `forward_silu` adds the SiLU after it.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    inner: candle_nn::GroupNorm,
     weight: Tensor,
     bias: Tensor,
     groups: usize,
@@ -33,8 +32,9 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: candle_nn::VarBu
 
 impl GroupNorm {
     pub fn new(weight: Tensor, bias: Tensor, channels: usize, groups: usize, eps: f64) -> Result<Self> {
-        let inner = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
-        Ok(GroupNorm { inner, weight, bias, groups, eps })
+        // candle-nn's checks (channels divisible by groups, one weight and bias per channel) for both paths.
+        candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+        Ok(GroupNorm { weight, bias, groups, eps })
     }
 
     /// `silu(group_norm(x))`.
@@ -48,7 +48,9 @@ impl GroupNorm {
             let op = GroupNormOp { groups: self.groups, eps: self.eps, silu };
             return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
         }
-        let y = self.inner.forward(x)?;
+        let channels = self.weight.elem_count();
+        let y = candle_nn::GroupNorm::new(self.weight.clone(), self.bias.clone(), channels, self.groups, self.eps)?
+            .forward(x)?;
         if silu {
             y.silu()
         } else {
